@@ -1,0 +1,32 @@
+"""imagic-kit: edit a real photo from a text prompt with a pretrained diffusion model.
+
+Public API::
+
+    from imagic_kit import load_backbone, edit
+    bb = load_backbone("tiny-random")
+    result = edit(bb, "photo.png", "a blue circle", method="sdedit", seed=0)
+    result.image.save("out.png")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import EditResult, edit  # noqa: E402
+from .artifacts import Fit  # noqa: E402
+from .errors import ImagicKitError  # noqa: E402
+from .models import load_backbone  # noqa: E402
+from .registry import MethodSpec, available_methods, get_method, make_config, register_method  # noqa: E402
+
+__all__ = [
+    "EditResult",
+    "Fit",
+    "ImagicKitError",
+    "MethodSpec",
+    "available_methods",
+    "edit",
+    "get_method",
+    "load_backbone",
+    "make_config",
+    "register_method",
+]

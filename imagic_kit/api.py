@@ -1,0 +1,218 @@
+"""``edit()``: the one entry used by the CLI, the scripts and the demo.
+
+    1. check the inputs (method, config, prompt, images, components)
+    2. load and normalise the image(s) to the model's resolution
+    3. fit, or load a saved fit and check it matches
+    4. sample with the method, decode, and attach the recipe
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .artifacts import Fit
+from .backbone import Backbone
+from .config import to_dict
+from .errors import ConfigError, OutOfMemoryError
+from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
+from .progress import Callback, ProgressOptions
+from .registry import MethodSpec, get_method, make_config
+
+MAX_SEED = 2**63 - 1
+_TorchOOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class EditInputs:
+    """What a method's ``fit`` and ``sample`` receive besides the backbone and config."""
+
+    images: list[Image.Image]  # normalised RGB at the model's resolution
+    pixels: torch.Tensor  # [K, 3, H, W] in [-1, 1], on the backbone's device
+    prompt: str
+    source_prompt: str | None
+    hashes: list[str]
+
+
+@dataclass
+class EditResult:
+    images: list[Image.Image]
+    fit: Fit
+    config: Any
+    seed: int
+    timings: dict[str, float]
+    recipe: dict[str, Any]
+    inputs: list[Image.Image] = field(default_factory=list)
+
+    @property
+    def image(self) -> Image.Image:
+        return self.images[0]
+
+    @property
+    def artifacts(self) -> Fit:
+        return self.fit
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write the image(s) as PNG with the recipe: ``path`` itself for the first, then ``stem-1.png``..."""
+        path = Path(path)
+        out = []
+        for i, img in enumerate(self.images):
+            p = path if i == 0 else path.with_name(f"{path.stem}-{i}{path.suffix or '.png'}")
+            out.append(save_png(img, p, {**self.recipe, "index": i}))
+        return out
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"imagic_kit": __version__}
+    for name in ("torch", "diffusers", "transformers", "peft", "accelerate"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def check_inputs(spec: MethodSpec, backbone: Backbone, images: list[Any], prompt: Any, source_prompt: Any) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError("the prompt is empty: say what the edited image should show, e.g. --prompt 'a blue circle'")
+    if source_prompt is not None and not isinstance(source_prompt, str):
+        raise ConfigError(f"source_prompt must be text, got {type(source_prompt).__name__}")
+    if spec.source_prompt == "required" and not (source_prompt or "").strip():
+        raise ConfigError(f"method {spec.name!r} needs --source-prompt (a caption of the input image)")
+    n = len(images)
+    if not spec.min_images <= n <= spec.max_images:
+        want = str(spec.min_images) if spec.min_images == spec.max_images else f"{spec.min_images} to {spec.max_images}"
+        raise ConfigError(f"method {spec.name!r} takes {want} input image(s), got {n}")
+    missing = [c for c in spec.requires if getattr(backbone, c, None) is None]
+    if missing:
+        raise ConfigError(
+            f"method {spec.name!r} needs a model with {', '.join(missing)}, and {backbone.model_id!r} has none; "
+            "pick a model that has it (see configs/backbones)"
+        )
+
+
+def _oom(err: BaseException, backbone: Backbone) -> OutOfMemoryError:
+    return OutOfMemoryError(
+        f"out of memory on {backbone.device} ({str(err).splitlines()[0][:100]}); try --dtype float16, "
+        "fewer images per prompt, --set gradient_checkpointing=true where the method has it, or a smaller model"
+    )
+
+
+def edit(
+    backbone: Backbone,
+    image: str | Path | Image.Image | list[str | Path | Image.Image],
+    prompt: str,
+    *,
+    method: str,
+    source_prompt: str | None = None,
+    seed: int | None = None,
+    config: Any = None,
+    preset: str | None = None,
+    artifacts: str | Path | Fit | None = None,
+    save_artifacts: str | Path | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+    resize: str = "crop",
+    **overrides: Any,
+) -> EditResult:
+    """Edit ``image`` so that it matches ``prompt`` with ``method``.
+
+    Args:
+        image: a path, a PIL image, or a list of them (methods taking several references).
+        prompt: the target text.
+        source_prompt: a caption of the input, for methods that use one.
+        seed: makes the edit reproducible on any device; random (and recorded) when None.
+        config: the method's config dataclass or a dict of overrides; ``preset`` names a YAML preset.
+        artifacts: a saved fit (folder or :class:`Fit`) to reuse: only sample-stage settings,
+            the target prompt (unless the fit depends on it) and the seed may differ.
+        save_artifacts: folder to write the fit to (safetensors + run.json).
+        callback: ``callback(stage, step, total, info)`` for progress.
+        **overrides: config fields, e.g. ``guidance_scale=5``.
+
+    Returns: :class:`EditResult` with ``images`` (PIL, at the model's resolution), the fit, the
+    config used, the seed, timings (``fit_s``, ``sample_s``) and the recipe written into PNGs.
+    """
+    spec = get_method(method)
+    cfg = make_config(method, config, preset, **overrides)
+    sources = list(image) if isinstance(image, list | tuple) else [image]
+    check_inputs(spec, backbone, sources, prompt, source_prompt)
+    prompt = prompt.strip()
+    source_prompt = source_prompt.strip() if source_prompt and source_prompt.strip() else None
+    if spec.source_prompt == "unused":
+        source_prompt = None
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63-1]")
+
+    pils = [
+        fit_to_square(load_image(s, name=f"image {i + 1}" if len(sources) > 1 else "image"), backbone.resolution, resize)
+        for i, s in enumerate(sources)
+    ]
+    inputs = EditInputs(
+        images=pils,
+        pixels=torch.cat([pil_to_tensor(p) for p in pils]).to(backbone.device),
+        prompt=prompt,
+        source_prompt=source_prompt,
+        hashes=[image_hash(p) for p in pils],
+    )
+    expected = {
+        "method": spec.name,
+        "model_id": backbone.model_id,
+        "fit_config": to_dict(cfg, "fit"),
+        "input_hashes": inputs.hashes,
+        **{k: getattr(inputs, k) for k in spec.fit_depends_on},
+    }
+    prog = ProgressOptions(enabled=progress, callback=callback)
+    timings: dict[str, float] = {}
+    try:
+        if artifacts is not None:
+            fit = artifacts if isinstance(artifacts, Fit) else Fit.load(artifacts)
+            fit.check_compatible(expected)
+            timings["fit_s"] = 0.0
+            reused = True
+        else:
+            t0 = time.perf_counter()
+            fit = spec.fit(backbone, inputs, cfg, torch.Generator().manual_seed(seed), prog.sub("fit"))
+            timings["fit_s"] = time.perf_counter() - t0
+            fit.meta.update(expected)
+            fit.meta.update(
+                seed=seed, revision=backbone.revision, versions=library_versions(),
+                fit_s=round(timings["fit_s"], 3), device=str(backbone.device), dtype=str(backbone.dtype),
+            )
+            reused = False
+        if save_artifacts is not None:
+            fit.save(save_artifacts)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            latents = spec.sample(backbone, fit, inputs, cfg, torch.Generator().manual_seed(seed), prog)
+            pixels = backbone.decode_latents(latents)
+        timings["sample_s"] = time.perf_counter() - t0
+    except (_TorchOOM, MemoryError) as e:
+        raise _oom(e, backbone) from None
+    out = tensor_to_pil(pixels)
+    recipe = {
+        "method": spec.name,
+        "prompt": prompt,
+        "source_prompt": source_prompt,
+        "seed": seed,
+        "fit_seed": fit.meta.get("seed", seed),
+        "fit_reused": reused,
+        "config": to_dict(cfg),
+        "model": backbone.model_id,
+        "revision": backbone.revision,
+        "resolution": backbone.resolution,
+        "resize": resize,
+        "input_hashes": inputs.hashes,
+        "versions": library_versions(),
+    }
+    return EditResult(out, fit, cfg, seed, timings, recipe, pils)

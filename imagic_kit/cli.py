@@ -1,0 +1,202 @@
+"""The ``imagic-kit`` command line: edit | list | show-config | recipe.
+
+User mistakes print one line on stderr (``imagic-kit: error: ...``) and exit with status 2;
+no traceback. Set ``IMAGIC_KIT_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+PROG = "imagic-kit"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        raise SystemExit(_fail(f"{message} (see `{self.prog} --help`)"))
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+    def fmt(message, category, filename, lineno, line=None):
+        return f"{PROG}: warning: {message}\n"
+
+    warnings.formatwarning = fmt
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Edit a real photo from a text prompt with a diffusion model.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    e = sub.add_parser("edit", help="edit one photo", description="Edit one photo (or a few references) from a prompt.")
+    e.add_argument("--image", action="append", required=True, metavar="IN", help="input image (repeat for methods taking several)")
+    e.add_argument("--prompt", required=True, help="the target text: what the edited image should show")
+    e.add_argument("--method", required=True, help="editing method (see `imagic-kit list`)")
+    e.add_argument("--source-prompt", help="a caption of the input, for methods that use one")
+    e.add_argument("--model", default="tiny-random", help="backbone preset, local diffusers folder or hub id (default: tiny-random)")
+    e.add_argument("--output", "-o", help="output PNG (default: <input stem>-<method>.png here); more images get -1, -2 ...")
+    e.add_argument("--seed", type=int, help="random seed (default: random, printed and stored in the PNG)")
+    e.add_argument("--preset", help="method preset name (configs/methods/<method>/) or a YAML file")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    e.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
+    e.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA, else float32)")
+    e.add_argument("--save-artifacts", metavar="DIR", help="save the fit (embeddings, LoRA, run.json) to DIR")
+    e.add_argument("--artifacts", metavar="DIR", help="reuse a saved fit; only sample-stage settings may differ")
+    e.add_argument("--resize", default="crop", choices=["crop", "stretch", "pad"], help="how a non-square input is made square (default: crop)")
+    e.add_argument("--threads", type=int, help="CPU threads for torch (default: see README, thread policy)")
+    e.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="list the editing methods")
+
+    s = sub.add_parser("show-config", help="show a method's config fields, defaults and ranges")
+    s.add_argument("method")
+    s.add_argument("--preset", help="show the values of this preset")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--yaml", action="store_true", help="print only key: value lines (a preset file)")
+
+    r = sub.add_parser("recipe", help="print the recipe stored in an output PNG")
+    r.add_argument("png")
+    return p
+
+
+def cmd_list(args) -> int:
+    from .config import preset_names
+    from .registry import available_methods, get_method
+
+    for name in available_methods():
+        spec = get_method(name)
+        presets = preset_names(name)
+        extra = f" [presets: {', '.join(presets)}]" if presets else ""
+        print(f"{name:10s} {spec.description}{extra}")
+    return 0
+
+
+def cmd_show_config(args) -> int:
+    from .config import field_infos, parse_set_args
+    from .registry import get_method, make_config
+
+    spec = get_method(args.method)
+    cfg = make_config(args.method, None, args.preset, **parse_set_args(args.set))
+    if args.yaml:
+        for info in field_infos(spec.config_cls):
+            print(f"{info.name}: {json.dumps(getattr(cfg, info.name))}")
+        return 0
+    print(f"{spec.name}: {spec.description}")
+    if spec.paper:
+        print(f"paper: {spec.paper}")
+    print(f"source prompt: {spec.source_prompt}; input images: {spec.min_images}-{spec.max_images}; needs: {', '.join(spec.requires)}")
+    for info in field_infos(spec.config_cls):
+        rng = ""
+        if info.choices:
+            rng = f" one of {list(info.choices)}"
+        elif info.min is not None or info.max is not None:
+            rng = f" in [{info.min}, {info.max}]"
+        value = getattr(cfg, info.name)
+        mark = "" if value == info.default else f" (default {info.default!r})"
+        print(f"  {info.name} = {value!r}{mark}  [{info.stage}]{rng}\n      {info.help}")
+    return 0
+
+
+def cmd_recipe(args) -> int:
+    from .errors import InputImageError
+    from .imaging import read_recipe
+
+    if not Path(args.png).is_file():
+        raise InputImageError(f"'{args.png}' does not exist")
+    try:
+        recipe = read_recipe(args.png)
+    except Exception:
+        raise InputImageError(f"'{args.png}' is not a readable PNG") from None
+    if recipe is None:
+        raise InputImageError(f"'{args.png}' carries no imagic-kit recipe")
+    print(json.dumps(recipe, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from .config import parse_set_args
+    from .errors import ConfigError
+    from .registry import get_method, make_config
+    from .threads import configure_threads
+
+    # Validate cheap things before loading a model.
+    spec = get_method(args.method)
+    overrides = parse_set_args(args.set)
+    make_config(args.method, None, args.preset, **overrides)
+    if args.artifacts and args.save_artifacts and Path(args.artifacts).resolve() == Path(args.save_artifacts).resolve():
+        raise ConfigError("--artifacts and --save-artifacts name the same folder; drop --save-artifacts")
+    for img in args.image:
+        if not Path(img).is_file():
+            raise ConfigError(f"--image '{img}' does not exist; check the path")
+    out = Path(args.output) if args.output else Path(f"{Path(args.image[0]).stem}-{spec.name}.png")
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--output '{out}' must end in .png (the recipe is stored in PNG metadata)")
+    n = configure_threads(args.threads)
+
+    from .api import edit
+    from .models import load_backbone
+
+    backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
+    images = args.image if len(args.image) > 1 else args.image[0]
+    result = edit(
+        backbone, images, args.prompt, method=args.method, source_prompt=args.source_prompt, seed=args.seed,
+        preset=args.preset, artifacts=args.artifacts, save_artifacts=args.save_artifacts,
+        progress=not args.quiet, resize=args.resize, **overrides,
+    )
+    paths = result.save(out)
+    fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
+    print(
+        f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "
+        f"sample {result.timings['sample_s']:.1f}s, {backbone.device}, {n} threads)"
+    )
+    if args.save_artifacts:
+        print(f"saved the fit to {args.save_artifacts}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.version:
+        from . import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .errors import ImagicKitError
+
+    handlers = {"edit": cmd_edit, "list": cmd_list, "show-config": cmd_show_config, "recipe": cmd_recipe}
+    try:
+        return handlers[args.command](args)
+    except ImagicKitError as e:
+        if os.environ.get("IMAGIC_KIT_DEBUG"):
+            raise
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Method configs: dataclasses whose fields carry help, range and stage.
+
+A method's config is a plain dataclass built with :func:`param`. The metadata on each field drives
+everything a user touches: CLI ``--set key=value`` parsing and ``show-config``, YAML presets
+(which hold only the values that differ from the defaults), and later the demo's widgets.
+
+Stages: ``"fit"`` fields change what is learned from the image (steps, learning rates, LoRA rank);
+``"sample"`` fields change only generation (guidance, eta, steps of the sampler). Saved artifacts
+are reused whenever only sample-stage fields differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import MISSING, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+Stage = typing.Literal["fit", "sample"]
+
+
+def param(
+    default: Any,
+    *,
+    help: str,
+    stage: Stage,
+    min: float | None = None,
+    max: float | None = None,
+    choices: typing.Sequence[Any] | None = None,
+) -> Any:
+    """A config field with the metadata the CLI, presets and demo are generated from."""
+    if stage not in ("fit", "sample"):
+        raise ValueError(f"stage must be 'fit' or 'sample', got {stage!r}")
+    meta = {"help": help, "stage": stage, "min": min, "max": max, "choices": choices}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: typing.cast(Any, default).copy(), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    name: str
+    type: Any
+    default: Any
+    help: str
+    stage: Stage
+    min: float | None
+    max: float | None
+    choices: tuple | None
+
+
+def field_infos(config_cls: type) -> list[FieldInfo]:
+    hints = typing.get_type_hints(config_cls)
+    out = []
+    for f in fields(config_cls):
+        if "stage" not in f.metadata:
+            raise TypeError(f"{config_cls.__name__}.{f.name} must be declared with param(...)")
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        choices = f.metadata.get("choices")
+        out.append(
+            FieldInfo(
+                name=f.name,
+                type=hints[f.name],
+                default=default,
+                help=f.metadata["help"],
+                stage=f.metadata["stage"],
+                min=f.metadata.get("min"),
+                max=f.metadata.get("max"),
+                choices=tuple(choices) if choices is not None else None,
+            )
+        )
+    return out
+
+
+def _base_type(tp: Any) -> Any:
+    """The scalar type of a hint: ``float | None`` -> float, ``list[str]`` -> list."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0]) if len(args) == 1 else str
+    if origin is not None:
+        return origin
+    return tp
+
+
+def _allows_none(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def parse_value(info: FieldInfo, raw: Any, *, where: str = "") -> Any:
+    """Convert ``raw`` (a string from the CLI, or a YAML value) to the field's type."""
+    tp = _base_type(info.type)
+    label = f"{info.name}={raw!r}{where}"
+    if isinstance(raw, str) and raw.strip().lower() in ("none", "null") and _allows_none(info.type):
+        return None
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(float(raw)) if isinstance(raw, str) and "e" in raw.lower() else int(raw)
+        if tp is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        if tp is list:
+            if isinstance(raw, list):
+                return list(raw)
+            return [s.strip() for s in str(raw).split(",") if s.strip()]
+        if tp is str:
+            return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{label}: expected {getattr(tp, '__name__', tp)}; fix the value (see `imagic-kit show-config`)"
+        ) from None
+    return raw
+
+
+def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
+    if value is None:
+        if not _allows_none(info.type):
+            raise ConfigError(f"{info.name}=None{where}: a value is required")
+        return
+    if info.choices is not None and value not in info.choices:
+        raise ConfigError(
+            f"{info.name}={value!r}{where} is not allowed; choose one of: {', '.join(map(str, info.choices))}"
+        )
+    if info.min is not None and value < info.min or info.max is not None and value > info.max:
+        rng = f"[{info.min if info.min is not None else '-inf'}, {info.max if info.max is not None else 'inf'}]"
+        raise ConfigError(f"{info.name}={value!r}{where} is out of range {rng}; pick a value inside it")
+
+
+def validate(config: Any) -> None:
+    for info in field_infos(type(config)):
+        check_value(info, getattr(config, info.name))
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "") -> Any:
+    """Return a copy of ``config`` with ``overrides`` applied; unknown keys are rejected."""
+    infos = {i.name: i for i in field_infos(type(config))}
+    changes = {}
+    for key, raw in overrides.items():
+        info = infos.get(key)
+        if info is None:
+            raise ConfigError(
+                f"unknown config key {key!r}{where} for {type(config).__name__}; valid keys: {', '.join(infos)}"
+            )
+        value = parse_value(info, raw, where=where)
+        check_value(info, value, where=where)
+        changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def parse_set_args(items: typing.Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}`` (the CLI's ``--set``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set guidance_scale=5")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_dict(config: Any, stage: Stage | None = None) -> dict[str, Any]:
+    """The config as a JSON-able dict, optionally only one stage's fields."""
+    return {
+        i.name: getattr(config, i.name)
+        for i in field_infos(type(config))
+        if stage is None or i.stage == stage
+    }
+
+
+# --- presets ------------------------------------------------------------------------------------
+
+
+def configs_dir() -> Path:
+    """The installed ``configs/`` folder (``imagic_kit.configs`` package)."""
+    return Path(str(resources.files("imagic_kit.configs")))
+
+
+def preset_names(method: str) -> list[str]:
+    d = configs_dir() / "methods" / method
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def load_preset(config: Any, method: str, name: str) -> Any:
+    """Apply preset ``configs/methods/<method>/<name>.yaml`` (or a path to a YAML file)."""
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = configs_dir() / "methods" / method / f"{name}.yaml"
+        if not path.is_file():
+            names = preset_names(method)
+            raise ConfigError(
+                f"unknown preset {name!r} for method {method!r}; available: {', '.join(names) or 'none'}"
+            )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset {path} is not valid YAML: {e}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} must be a mapping of config keys to values")
+    return apply_overrides(config, data, where=f" (in preset {path.name})")

@@ -1,0 +1,121 @@
+"""LoRA on the UNet, backed by peft (Hu et al. 2021): add, extract, apply, export.
+
+The exported file is what diffusers' ``load_lora_weights`` reads: peft-format keys prefixed with
+``unet.``, saved as safetensors, with the LoRA config in the safetensors metadata so rank and alpha
+travel with the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+#: Attention projections of every attention block (the usual Stable Diffusion LoRA targets).
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+ADAPTER = "imagic_kit"
+
+
+@dataclass
+class LoraSpec:
+    rank: int = 4
+    alpha: float = 4.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    init: str = "gaussian"
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            init_lora_weights=self.init,
+            target_modules=list(self.target_modules),
+        )
+
+
+def add_lora(unet: torch.nn.Module, spec: LoraSpec, adapter_name: str = ADAPTER) -> list[torch.nn.Parameter]:
+    """Freeze the UNet, inject a LoRA adapter, return its parameters (cast to float32, trainable)."""
+    unet.requires_grad_(False)
+    unet.add_adapter(spec.peft_config(), adapter_name=adapter_name)
+    if hasattr(unet, "set_adapter"):
+        unet.set_adapter(adapter_name)
+    params = []
+    for name, p in unet.named_parameters():
+        if "lora_" in name and f".{adapter_name}." in name:
+            p.data = p.data.float()
+            p.requires_grad_(True)
+            params.append(p)
+    if not params:
+        raise ValueError(f"LoRA targets {spec.target_modules} matched no module of the UNet")
+    return params
+
+
+def lora_state_dict(unet: torch.nn.Module, adapter_name: str = ADAPTER) -> dict[str, torch.Tensor]:
+    """The adapter's weights in peft format (keys without the adapter name), float32, on the CPU."""
+    from peft.utils import get_peft_model_state_dict
+
+    sd = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    return {k: v.detach().float().cpu().contiguous() for k, v in sd.items()}
+
+
+def remove_lora(unet: torch.nn.Module, adapter_name: str = ADAPTER) -> None:
+    if hasattr(unet, "delete_adapters"):
+        unet.delete_adapters(adapter_name)
+    else:  # pragma: no cover - older diffusers
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for m in unet.modules():
+            if isinstance(m, BaseTunerLayer):
+                m.delete_adapter(adapter_name)
+
+
+def load_lora(unet: torch.nn.Module, state: dict[str, torch.Tensor], spec: LoraSpec, adapter_name: str = ADAPTER) -> None:
+    """Inject an adapter and set its weights from :func:`lora_state_dict` output."""
+    from peft import set_peft_model_state_dict
+
+    add_lora(unet, spec, adapter_name)
+    result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"LoRA weights do not fit this UNet: unexpected keys {unexpected[:3]}...")
+    unet.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def lora_applied(unet: torch.nn.Module, state: dict[str, torch.Tensor] | None, spec: LoraSpec | None):
+    """Apply a saved LoRA for the duration of a ``with`` block (no-op when ``state`` is None)."""
+    if state is None:
+        yield unet
+        return
+    assert spec is not None
+    load_lora(unet, state, spec)
+    try:
+        yield unet
+    finally:
+        remove_lora(unet)
+
+
+def save_lora(path: str | Path, state: dict[str, torch.Tensor], spec: LoraSpec) -> Path:
+    """Write ``unet_lora.safetensors``-style file that ``pipe.load_lora_weights(dir, weight_name=...)`` reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"unet.{k}": v for k, v in state.items()}
+    meta = {"format": "pt", "imagic_kit_lora": json.dumps(asdict(spec))}
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], LoraSpec]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    spec = LoraSpec(**json.loads(meta["imagic_kit_lora"])) if "imagic_kit_lora" in meta else LoraSpec()
+    tensors = load_file(str(path))
+    state = {k.removeprefix("unet."): v for k, v in tensors.items()}
+    return state, spec

@@ -1,0 +1,239 @@
+"""Where models come from: a backbone preset or embedded alias, a local diffusers folder, a hub id,
+or an existing diffusers pipeline object. All end in the same :class:`Backbone`.
+
+Backbone presets are ``configs/backbones/<name>.yaml``: either ``model: <hub id or folder>`` (with
+optional ``revision``), or ``build:`` with component configs from which a random-weight model is
+made (tiny models for tests, and the SD 1.5 architecture for timing without weights).
+
+Device and dtype are chosen here, once: ``device=None`` picks CUDA when available, else the CPU;
+``dtype=None`` is float16 on CUDA and float32 elsewhere. The VAE stays float32 (fp16 VAEs give
+black or NaN images on several checkpoints); trainable tensors are always float32 (optim.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .backbone import Backbone
+from .config import configs_dir
+from .errors import ConfigError, ModelNotAvailableError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+#: The DDIM settings nearly every editing implementation uses on top of the model's own betas.
+EDITING_SCHEDULER = {"clip_sample": False, "set_alpha_to_one": False}
+COMPONENTS = ("unet", "vae", "scheduler", "tokenizer", "text_encoder", "image_encoder", "feature_extractor")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is unknown; choose one of: float32, float16, bfloat16")
+    return DTYPES[dtype]
+
+
+def backbone_presets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((configs_dir() / "backbones").glob("*.yaml"))}
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    return yaml.safe_load(backbone_presets()[name].read_text()) or {}
+
+
+def load_backbone(
+    model: Any = "tiny-random",
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    local_files_only: bool | None = None,
+) -> Backbone:
+    """Load a backbone from a preset name, a local folder, a hub id, or a diffusers pipeline.
+
+    Raises :class:`ModelNotAvailableError` naming the model and how to get it when it is neither
+    local nor downloadable.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if hasattr(model, "components") and not isinstance(model, str | os.PathLike):
+        bb = from_components(dict(model.components), model_id=getattr(model, "name_or_path", None) or "pipeline")
+    elif isinstance(model, str | os.PathLike) and Path(model).is_dir():
+        bb = _from_pretrained(str(Path(model).resolve()), revision=None, local_files_only=True, dtype=dt)
+    elif isinstance(model, str) and model in backbone_presets():
+        spec = read_preset(model)
+        if "build" in spec:
+            bb = build_from_config(spec["build"], model_id=model)
+        elif "model" in spec:
+            bb = _from_pretrained(
+                spec["model"], revision=revision or spec.get("revision"), local_files_only=local_files_only, dtype=dt
+            )
+            bb.model_id = model if spec["model"] == model else f"{model} ({spec['model']})"
+        else:
+            raise ConfigError(f"backbone preset {model!r} has neither 'model' nor 'build'")
+    elif isinstance(model, str) and _looks_like_hub_id(model):
+        bb = _from_pretrained(model, revision=revision, local_files_only=local_files_only, dtype=dt)
+    else:
+        raise ModelNotAvailableError(
+            f"model {model!r} is not a preset ({', '.join(backbone_presets())}), a local diffusers "
+            "folder, or a hub id like 'org/name'; check the spelling or the path"
+        )
+    return place(bb, dev, dt)
+
+
+def place(bb: Backbone, device: torch.device, dtype: torch.dtype) -> Backbone:
+    """Move to device/dtype (VAE kept float32) and freeze every module."""
+    for name, m in bb.modules().items():
+        want = torch.float32 if name == "vae" else dtype
+        m.to(device=device)
+        if next(m.parameters()).dtype != want:
+            m.to(dtype=want)
+    bb._uncond_cache.clear()
+    return bb.freeze()
+
+
+def _looks_like_hub_id(s: str) -> bool:
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
+
+
+def from_components(components: dict[str, Any], model_id: str = "pipeline", revision: str | None = None) -> Backbone:
+    """A backbone from a diffusers pipeline's components (the scheduler becomes DDIM)."""
+    from diffusers import DDIMScheduler
+
+    if components.get("unet") is None or components.get("vae") is None:
+        raise ModelNotAvailableError(f"model {model_id!r} has no UNet or VAE; it is not a Stable-Diffusion-style pipeline")
+    sched = DDIMScheduler.from_config(components["scheduler"].config, **EDITING_SCHEDULER)
+    kw = {k: components.get(k) for k in COMPONENTS if k != "scheduler"}
+    bb = Backbone(scheduler=sched, model_id=str(model_id), revision=revision, **kw)
+    if bb.tokenizer is not None:
+        from .tokenizer import unknown_words
+
+        # Small closed-vocabulary models (ours) warn on words they do not know.
+        if len(bb.tokenizer) < 5000:
+            bb.extras["unknown_words"] = lambda text, tok=bb.tokenizer: unknown_words(tok, text)
+    return bb
+
+
+def _from_pretrained(model: str, *, revision: str | None, local_files_only: bool | None, dtype: torch.dtype) -> Backbone:
+    from diffusers import DiffusionPipeline
+
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": local_files_only}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        index = _model_index(model, revision, local_files_only)
+        if "safety_checker" in index:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        pipe = DiffusionPipeline.from_pretrained(model, **kwargs)
+    except ModelNotAvailableError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as e:  # noqa: UP024 - hub errors subclass OSError
+        raise _not_available(model, e) from None
+    except Exception as e:  # connection errors from requests/httpx vary by version
+        if "connect" in type(e).__name__.lower() or "offline" in str(e).lower():
+            raise _not_available(model, e) from None
+        raise
+    return from_components(dict(pipe.components), model_id=model, revision=revision)
+
+
+def _model_index(model: str, revision: str | None, local_files_only: bool) -> dict[str, Any]:
+    import json
+
+    p = Path(model)
+    if p.is_dir():
+        f = p / "model_index.json"
+        if not f.is_file():
+            raise ModelNotAvailableError(
+                f"folder '{model}' has no model_index.json; pass a diffusers pipeline folder (save_pretrained output)"
+            )
+        return json.loads(f.read_text())
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(model, "model_index.json", revision=revision, local_files_only=local_files_only)
+    except Exception as e:
+        raise _not_available(model, e) from None
+    return json.loads(Path(path).read_text())
+
+
+def _not_available(model: str, err: Exception) -> ModelNotAvailableError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    if Path(model).exists():
+        return ModelNotAvailableError(f"model folder '{model}' could not be loaded ({first}); check it is a complete diffusers folder")
+    return ModelNotAvailableError(
+        f"model {model!r} is not available offline: it is not in the local Hugging Face cache and the hub "
+        f"cannot be reached ({first}). On a machine with internet run `huggingface-cli download {model}` "
+        "(or pipe.save_pretrained(DIR)), copy the folder here and pass --model DIR"
+    )
+
+
+# --- random-weight models built from config --------------------------------------------------------
+
+
+def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbone:
+    """Build a random-weight SD-architecture backbone from component configs (deterministic in ``seed``)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import build_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(build.get("seed", 0)))
+        tok_cfg = build["tokenizer"]
+        tokenizer = build_tokenizer(tok_cfg["words"], tok_cfg["model_max_length"])
+        te_cfg = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=tok_cfg["model_max_length"],
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **build["text_encoder"],
+        )
+        text_encoder = CLIPTextModel(te_cfg)
+        vae = AutoencoderKL(**build["vae"])
+        unet = UNet2DConditionModel(**build["unet"])
+    scheduler = DDIMScheduler(**build.get("scheduler", {}))
+    components = dict(unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder)
+    return from_components(components, model_id=model_id)
+
+
+def save_pipeline(bb: Backbone, folder: str | Path) -> Path:
+    """Save a text-conditioned backbone as a standard ``StableDiffusionPipeline`` folder."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, unet=bb.unet,
+        scheduler=bb.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder))
+    return Path(folder)

@@ -1,0 +1,106 @@
+"""The one optimisation loop, and the denoising loss every fitting method uses.
+
+Trainable tensors are kept in float32 whatever the backbone's dtype (fp16 training is the most
+common failure of public Imagic / null-text code); the loop stops with a clear error on a
+non-finite loss instead of producing a black image later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import Backbone
+from .errors import NonFiniteLossError
+from .progress import SILENT, ProgressOptions
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def optimize(
+    params: Iterable[torch.Tensor],
+    loss_fn: Callable[[int], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    lr_fn: Callable[[int], float] | None = None,
+    max_grad_norm: float | None = None,
+    stop_fn: Callable[[int, float], bool] | None = None,
+    progress: ProgressOptions = SILENT,
+    stage: str = "optimize",
+    what: str = "the parameters",
+) -> list[float]:
+    """Minimise ``loss_fn(step)`` over ``params`` for ``steps`` steps; returns the losses.
+
+    Args:
+        lr_fn: optional per-step learning rate (overrides ``lr`` from that step on).
+        stop_fn: ``(step, loss) -> bool``; True ends the loop early (e.g. null-text's threshold).
+        what: names the parameters in error messages.
+    """
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError(f"nothing to optimise: {what} have no tensor that requires grad")
+    for p in params:
+        if p.dtype != torch.float32:
+            raise TypeError(f"trainable tensors must be float32, got {p.dtype} in {what}")
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer {optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
+    losses: list[float] = []
+    with progress(steps, stage) as bar:
+        for step in range(steps):
+            if lr_fn is not None:
+                for g in opt.param_groups:
+                    g["lr"] = lr_fn(step)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(step)
+            value = float(loss.detach())
+            if not torch.isfinite(loss.detach()):
+                raise NonFiniteLossError(
+                    f"{stage}: loss became {value} at step {step + 1}/{steps} while optimising {what}; "
+                    f"lower the learning rate (now {opt.param_groups[0]['lr']:g}) or run the model in float32"
+                )
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            losses.append(value)
+            bar.update(loss=value)
+            if stop_fn is not None and stop_fn(step, value):
+                break
+    return losses
+
+
+def denoising_loss(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    cond: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    t_low: int = 0,
+    t_high: int | None = None,
+) -> torch.Tensor:
+    """The standard diffusion loss ||f(x_t, t, cond) - target||^2, fresh noise, t ~ U[t_low, t_high).
+
+    The target follows the model's prediction type (eps or v). Used by every method that fits
+    something to the input image (Imagic sec. 3.1-3.2, FastEdit, DECOR's customisation).
+    Gradients flow into ``cond`` and any trainable UNet parameters.
+
+    Shapes: latents [B, C, h, w], cond [B|1, L, D].
+    """
+    b = latents.shape[0]
+    t = backbone.sample_timesteps(b, generator, t_low, t_high)
+    noise = backbone.randn(tuple(latents.shape), generator)
+    x_t = backbone.add_noise(latents, noise, t)
+    out = backbone.model_output(x_t, t, cond.expand(b, -1, -1) if cond.shape[0] != b else cond)
+    return F.mse_loss(out, backbone.training_target(latents, noise, t))

@@ -1,0 +1,99 @@
+"""The method registry: a method is a config dataclass plus ``fit`` and ``sample``.
+
+``fit(backbone, inputs, config, generator, progress) -> Fit`` learns what the method needs from
+the input image(s): embeddings, a LoRA, an inversion. ``sample(backbone, fit, inputs, config,
+generator, progress) -> latents`` generates from a fit. ``edit()`` is fit-or-load, then sample.
+Registering happens at the bottom of each method module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    config_cls: type
+    fit: Callable[..., Any]
+    sample: Callable[..., Any]
+    #: Backbone components the method needs ("text_encoder", "image_encoder", ...).
+    requires: tuple[str, ...] = ("text_encoder",)
+    #: Whether a source prompt (a caption of the input) is used.
+    source_prompt: Literal["unused", "optional", "required"] = "unused"
+    #: Inputs that the fit depends on besides the image(s) and the fit-stage config; saved
+    #: artifacts are only reused when these match ("prompt", "source_prompt").
+    fit_depends_on: tuple[str, ...] = ()
+    min_images: int = 1
+    max_images: int = 1
+    paper: str = ""
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+_loaded = False
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"method {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    from . import methods
+
+    for mod in pkgutil.iter_modules(methods.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{methods.__name__}.{mod.name}")
+    _loaded = True
+
+
+def available_methods() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_builtin()
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        raise ConfigError(
+            f"unknown method {name!r}; available methods: {', '.join(sorted(_REGISTRY))} "
+            "(see `imagic-kit list`)"
+        )
+    return spec
+
+
+def make_config(method: str, config: Any = None, preset: str | None = None, **overrides: Any) -> Any:
+    """Build a validated config: defaults, then a preset, then ``config`` (object or dict), then overrides."""
+    from . import config as cfgmod
+
+    spec = get_method(method)
+    if config is not None and isinstance(config, spec.config_cls):
+        cfg = config
+    else:
+        cfg = spec.config_cls()
+    if preset:
+        cfg = cfgmod.load_preset(cfg, method, preset)
+    if isinstance(config, dict):
+        cfg = cfgmod.apply_overrides(cfg, config)
+    elif config is not None and not isinstance(config, spec.config_cls):
+        raise ConfigError(
+            f"config for method {method!r} must be a {spec.config_cls.__name__} or a dict, "
+            f"got {type(config).__name__}"
+        )
+    if overrides:
+        cfg = cfgmod.apply_overrides(cfg, overrides)
+    cfgmod.validate(cfg)
+    return cfg

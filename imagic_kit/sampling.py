@@ -1,0 +1,190 @@
+"""DDIM sampling and DDIM inversion with one signature (Song et al. 2021, eq. 12 with sigma = eta * ...).
+
+A condition is either a tensor [B|1, L, D] or a function ``(i, t) -> tensor`` where ``i`` is the
+index of timestep ``t`` in the *sampling* schedule (descending): per-step conditions (Prompt Tuning
+Inversion's c_t, null-text's per-step unconditional embeddings) plug in without another loop.
+
+The schedule comes from the backbone's scheduler (``set_timesteps`` honours ``timestep_spacing`` and
+``steps_offset``); the update itself is written here for both directions so that, for a model whose
+noise estimate does not depend on x_t, inversion followed by sampling is an exact round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .backbone import Backbone
+from .progress import SILENT, ProgressOptions
+
+Condition = torch.Tensor | Callable[[int, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Descending timesteps of a DDIM run and the cumulative alphas either side of each step."""
+
+    timesteps: list[int]  # t_0 > t_1 > ... (sampling order)
+    start: int  # index of the first timestep that is run (img2img strength)
+    final_alpha: float  # abar after the last step (the "clean" end)
+
+    @property
+    def active(self) -> list[int]:
+        return self.timesteps[self.start :]
+
+
+def schedule(backbone: Backbone, num_inference_steps: int, strength: float = 1.0) -> Schedule:
+    """The DDIM schedule; ``strength`` < 1 keeps only the last ``round(n * strength)`` steps (SDEdit)."""
+    if num_inference_steps < 1:
+        raise ValueError("num_inference_steps must be at least 1")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength={strength} must be in (0, 1]")
+    sch = backbone.scheduler
+    sch.set_timesteps(num_inference_steps)
+    ts = [int(t) for t in sch.timesteps]
+    keep = min(max(int(round(num_inference_steps * strength)), 1), num_inference_steps)
+    final = getattr(sch, "final_alpha_cumprod", None)
+    final_alpha = float(final) if final is not None else float(backbone.alphas_cumprod[0])
+    return Schedule(ts, len(ts) - keep, final_alpha)
+
+
+def _resolve(cond: Condition | None, i: int, t: int) -> torch.Tensor | None:
+    return cond(i, t) if callable(cond) else cond
+
+
+def _alpha(backbone: Backbone, sch: Schedule, i: int) -> float:
+    """abar at sampling index i; index len(timesteps) is the clean end."""
+    if i >= len(sch.timesteps):
+        return sch.final_alpha
+    return float(backbone.alphas_cumprod[sch.timesteps[i]])
+
+
+def ddim_move(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
+    """Deterministic DDIM move between noise levels along the eps direction (either way)."""
+    a_from_t = torch.tensor(a_from, dtype=torch.float64)
+    a_to_t = torch.tensor(a_to, dtype=torch.float64)
+    x0 = (x.double() - (1 - a_from_t).sqrt() * eps.double()) / a_from_t.sqrt()
+    return (a_to_t.sqrt() * x0 + (1 - a_to_t).sqrt() * eps.double()).float()
+
+
+def guided_eps(
+    backbone: Backbone,
+    x: torch.Tensor,
+    t: int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """The guided noise estimate at (x, t), converted from the model's prediction type."""
+    out = backbone.noise_pred(x, t, cond, uncond, guidance_scale)
+    return backbone.to_x0_eps(x, out, t)[1]
+
+
+def ddim_step(
+    backbone: Backbone,
+    x: torch.Tensor,
+    sch: Schedule,
+    i: int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    *,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One sampling step from timestep ``sch.timesteps[i]`` to the next lower noise level.
+
+    Differentiable in ``cond``/``uncond`` (PTI and null-text optimise through it).
+    """
+    t = sch.timesteps[i]
+    a_t, a_prev = _alpha(backbone, sch, i), _alpha(backbone, sch, i + 1)
+    out = backbone.noise_pred(x, t, cond, uncond, guidance_scale)
+    x0, eps = backbone.to_x0_eps(x, out, t)
+    if eta == 0.0:
+        return ddim_move(x, eps, a_t, a_prev)  # the same move inversion runs backwards
+    sigma = eta * ((1 - a_prev) / (1 - a_t)) ** 0.5 * (1 - a_t / a_prev) ** 0.5
+    direction = max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
+    assert noise is not None, "eta > 0 needs noise"
+    return (a_prev**0.5) * x0 + direction + sigma * noise
+
+
+@torch.no_grad()
+def ddim_sample(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    cond: Condition,
+    *,
+    num_inference_steps: int,
+    guidance_scale: float = 7.5,
+    uncond: Condition | None = None,
+    strength: float = 1.0,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: ProgressOptions = SILENT,
+    stage: str = "sample",
+) -> torch.Tensor:
+    """Denoise ``latents`` (pure noise when strength is 1, else x at the first active timestep).
+
+    Args:
+        latents: [B, C, h, w] at noise level ``schedule(...).active[0]``.
+        cond, uncond: conditions (tensor or per-step function); ``uncond`` defaults to the
+            backbone's empty-prompt embedding when guidance is used.
+        eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like); noise from ``generator``.
+    Returns: clean latents [B, C, h, w] (float32).
+    """
+    sch = schedule(backbone, num_inference_steps, strength)
+    if uncond is None and guidance_scale != 1.0:
+        uncond = backbone.uncond_embedding(1)
+    if eta > 0 and generator is None:
+        raise ValueError("eta > 0 needs a generator")
+    x = latents.float()
+    with progress(len(sch.active), stage) as bar:
+        for i in range(sch.start, len(sch.timesteps)):
+            t = sch.timesteps[i]
+            noise = backbone.randn(tuple(x.shape), generator) if eta > 0 else None
+            x = ddim_step(
+                backbone, x, sch, i, _resolve(cond, i, t), _resolve(uncond, i, t), guidance_scale,
+                eta=eta, noise=noise,
+            )
+            bar.update()
+    return x
+
+
+@torch.no_grad()
+def ddim_invert(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    cond: Condition,
+    *,
+    num_inference_steps: int,
+    guidance_scale: float = 1.0,
+    uncond: Condition | None = None,
+    strength: float = 1.0,
+    progress: ProgressOptions = SILENT,
+    stage: str = "invert",
+) -> list[torch.Tensor]:
+    """DDIM inversion: run the deterministic update backwards, from clean latents to noise.
+
+    The noise estimate for the move to timestep t is taken at the current (less noisy) latent with
+    timestep t, the usual approximation (Dhariwal & Nichol 2021; Mokady et al. 2022 sec. 3).
+    Guidance 1 with the source prompt gives the most faithful trajectory.
+
+    Returns: the trajectory ``[z_0, z_1, ..., z_K]`` (K = active steps), ``z_0`` the input and
+    ``z_K`` the latent at ``schedule(...).active[0]``; sampling step ``sch.start + j`` goes from
+    ``z_{K-j}`` to ``z_{K-j-1}``.
+    """
+    sch = schedule(backbone, num_inference_steps, strength)
+    if uncond is None and guidance_scale != 1.0:
+        uncond = backbone.uncond_embedding(1)
+    x = latents.float()
+    traj = [x]
+    with progress(len(sch.active), stage) as bar:
+        for i in reversed(range(sch.start, len(sch.timesteps))):
+            t = sch.timesteps[i]
+            eps = guided_eps(backbone, x, t, _resolve(cond, i, t), _resolve(uncond, i, t), guidance_scale)
+            x = ddim_move(x, eps, _alpha(backbone, sch, i + 1), _alpha(backbone, sch, i))
+            traj.append(x)
+            bar.update()
+    return traj
