@@ -1,9 +1,9 @@
 """``edit()``: the one entry used by the CLI, the scripts and the demo.
 
-    1. check the inputs (method, config, prompt, images, components)
-    2. load and normalise the image(s) to the model's resolution
-    3. fit, or load a saved fit and check it matches
-    4. sample with the method, decode, and attach the recipe
+1. check the inputs (method, config, prompt, images, components)
+2. load and normalise the image(s) to the model's resolution
+3. fit, or load a saved fit and check it matches
+4. sample with the method, decode, and attach the recipe
 """
 
 from __future__ import annotations
@@ -81,16 +81,26 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def check_inputs(spec: MethodSpec, backbone: Backbone, images: list[Any], prompt: Any, source_prompt: Any) -> None:
+def check_inputs(
+    spec: MethodSpec, backbone: Backbone, images: list[Any], prompt: Any, source_prompt: Any
+) -> None:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError("the prompt is empty: say what the edited image should show, e.g. --prompt 'a blue circle'")
+        raise ConfigError(
+            "the prompt is empty: say what the edited image should show, e.g. --prompt 'a blue circle'"
+        )
     if source_prompt is not None and not isinstance(source_prompt, str):
         raise ConfigError(f"source_prompt must be text, got {type(source_prompt).__name__}")
     if spec.source_prompt == "required" and not (source_prompt or "").strip():
-        raise ConfigError(f"method {spec.name!r} needs --source-prompt (a caption of the input image)")
+        raise ConfigError(
+            f"method {spec.name!r} needs --source-prompt (a caption of the input image)"
+        )
     n = len(images)
     if not spec.min_images <= n <= spec.max_images:
-        want = str(spec.min_images) if spec.min_images == spec.max_images else f"{spec.min_images} to {spec.max_images}"
+        want = (
+            str(spec.min_images)
+            if spec.min_images == spec.max_images
+            else f"{spec.min_images} to {spec.max_images}"
+        )
         raise ConfigError(f"method {spec.name!r} takes {want} input image(s), got {n}")
     missing = [c for c in spec.requires if getattr(backbone, c, None) is None]
     if missing:
@@ -155,7 +165,11 @@ def edit(
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63-1]")
 
     pils = [
-        fit_to_square(load_image(s, name=f"image {i + 1}" if len(sources) > 1 else "image"), backbone.resolution, resize)
+        fit_to_square(
+            load_image(s, name=f"image {i + 1}" if len(sources) > 1 else "image"),
+            backbone.resolution,
+            resize,
+        )
         for i, s in enumerate(sources)
     ]
     inputs = EditInputs(
@@ -182,19 +196,27 @@ def edit(
             reused = True
         else:
             t0 = time.perf_counter()
-            fit = spec.fit(backbone, inputs, cfg, torch.Generator().manual_seed(seed), prog.sub("fit"))
+            fit = spec.fit(
+                backbone, inputs, cfg, torch.Generator().manual_seed(seed), prog.sub("fit")
+            )
             timings["fit_s"] = time.perf_counter() - t0
             fit.meta.update(expected)
             fit.meta.update(
-                seed=seed, revision=backbone.revision, versions=library_versions(),
-                fit_s=round(timings["fit_s"], 3), device=str(backbone.device), dtype=str(backbone.dtype),
+                seed=seed,
+                revision=backbone.revision,
+                versions=library_versions(),
+                fit_s=round(timings["fit_s"], 3),
+                device=str(backbone.device),
+                dtype=str(backbone.dtype),
             )
             reused = False
         if save_artifacts is not None:
             fit.save(save_artifacts)
         t0 = time.perf_counter()
         with torch.no_grad():
-            latents = spec.sample(backbone, fit, inputs, cfg, torch.Generator().manual_seed(seed), prog)
+            latents = spec.sample(
+                backbone, fit, inputs, cfg, torch.Generator().manual_seed(seed), prog
+            )
             pixels = backbone.decode_latents(latents)
         timings["sample_s"] = time.perf_counter() - t0
     except (_TorchOOM, MemoryError) as e:

@@ -55,10 +55,14 @@ class Fit:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, **self.meta}
         if self.tensors:
-            _atomic(folder / "embeddings.safetensors", lambda p: save_file(_cpu(self.tensors), str(p)))
+            _atomic(
+                folder / "embeddings.safetensors", lambda p: save_file(_cpu(self.tensors), str(p))
+            )
         if self.lora is not None:
             assert self.lora_spec is not None
-            _atomic(folder / "unet_lora.safetensors", lambda p: save_lora(p, self.lora, self.lora_spec))
+            _atomic(
+                folder / "unet_lora.safetensors", lambda p: save_lora(p, self.lora, self.lora_spec)
+            )
         if self.unet_state is not None:
             _atomic(folder / "unet.safetensors", lambda p: save_file(_cpu(self.unet_state), str(p)))
         text = json.dumps(meta, indent=2, sort_keys=True, default=str)
@@ -76,7 +80,9 @@ class Fit:
         try:
             meta = json.loads(run.read_text())
         except json.JSONDecodeError as e:
-            raise ArtifactMismatchError(f"'{run}' is not valid JSON ({e}); refit with --save-artifacts") from None
+            raise ArtifactMismatchError(
+                f"'{run}' is not valid JSON ({e}); refit with --save-artifacts"
+            ) from None
         fit = cls(meta=meta)
         if (p := folder / "embeddings.safetensors").is_file():
             fit.tensors = load_file(str(p))
@@ -92,8 +98,14 @@ class Fit:
             have = self.meta.get(key)
             if _norm(have) != _norm(want):
                 if isinstance(want, dict) and isinstance(have, dict):
-                    diff = [k for k in sorted(set(want) | set(have)) if _norm(want.get(k)) != _norm(have.get(k))]
-                    detail = ", ".join(f"{k}: saved {have.get(k)!r}, now {want.get(k)!r}" for k in diff[:4])
+                    diff = [
+                        k
+                        for k in sorted(set(want) | set(have))
+                        if _norm(want.get(k)) != _norm(have.get(k))
+                    ]
+                    detail = ", ".join(
+                        f"{k}: saved {have.get(k)!r}, now {want.get(k)!r}" for k in diff[:4]
+                    )
                 else:
                     detail = f"saved {have!r}, now {want!r}"
                 raise ArtifactMismatchError(

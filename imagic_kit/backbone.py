@@ -103,7 +103,9 @@ class Backbone:
             if isinstance(m := getattr(self, n), torch.nn.Module)
         }
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Backbone:
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Backbone:
         for m in self.modules().values():
             m.to(device=device, dtype=dtype)
         self._uncond_cache.clear()
@@ -185,7 +187,9 @@ class Backbone:
 
     # --- VAE ---------------------------------------------------------------------------------------
 
-    def encode_latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_latents(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Images [B, 3, H, W] in [-1, 1] -> latents [B, C, H/f, W/f] (scaled).
 
         Uses the posterior mean unless a generator is given, then samples it (on the CPU generator).
@@ -202,12 +206,17 @@ class Backbone:
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, C, h, w] -> images [B, 3, H, W] in [-1, 1], float32."""
         with torch.no_grad():
-            z = latents.to(device=self.device, dtype=self.vae.dtype) / self.scaling_factor + self.shift_factor
+            z = (
+                latents.to(device=self.device, dtype=self.vae.dtype) / self.scaling_factor
+                + self.shift_factor
+            )
             return self.vae.decode(z).sample.float().clamp(-1, 1)
 
     # --- diffusion --------------------------------------------------------------------------------
 
-    def model_output(self, latents: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+    def model_output(
+        self, latents: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor
+    ) -> torch.Tensor:
         """The UNet's raw output (eps, v or x0 per ``prediction_type``), in float32."""
         t = torch.as_tensor(t, device=latents.device)
         if t.ndim == 0:
@@ -246,12 +255,16 @@ class Backbone:
         a = self.alphas_cumprod.to(like.device)[t.to(like.device).long()].float()
         return a.view(-1, *([1] * (like.ndim - 1)))
 
-    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def add_noise(
+        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (float32)."""
         a = self._abar(t, latents)
         return a.sqrt() * latents.float() + (1 - a).sqrt() * noise.float()
 
-    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def training_target(
+        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """What the UNet is trained to output: eps, v = sqrt(abar) eps - sqrt(1-abar) x0, or x0."""
         pt = self.prediction_type
         if pt == "epsilon":
@@ -263,7 +276,9 @@ class Backbone:
             return latents.float()
         raise ValueError(f"unsupported prediction_type {pt!r}")
 
-    def to_x0_eps(self, x_t: torch.Tensor, output: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_x0_eps(
+        self, x_t: torch.Tensor, output: torch.Tensor, t: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert a model output at timestep t into (x0, eps) estimates, for any prediction type."""
         t = torch.as_tensor(t).reshape(-1)
         a = self._abar(t, x_t)
@@ -312,4 +327,3 @@ class Backbone:
             yield
         finally:
             self.unet.train(was)
-

@@ -40,26 +40,71 @@ def _quiet_libraries() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Edit a real photo from a text prompt with a diffusion model.")
+    p = _Parser(
+        prog=PROG, description="Edit a real photo from a text prompt with a diffusion model."
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    e = sub.add_parser("edit", help="edit one photo", description="Edit one photo (or a few references) from a prompt.")
-    e.add_argument("--image", action="append", required=True, metavar="IN", help="input image (repeat for methods taking several)")
-    e.add_argument("--prompt", required=True, help="the target text: what the edited image should show")
+    e = sub.add_parser(
+        "edit",
+        help="edit one photo",
+        description="Edit one photo (or a few references) from a prompt.",
+    )
+    e.add_argument(
+        "--image",
+        action="append",
+        required=True,
+        metavar="IN",
+        help="input image (repeat for methods taking several)",
+    )
+    e.add_argument(
+        "--prompt", required=True, help="the target text: what the edited image should show"
+    )
     e.add_argument("--method", required=True, help="editing method (see `imagic-kit list`)")
     e.add_argument("--source-prompt", help="a caption of the input, for methods that use one")
-    e.add_argument("--model", default="tiny-random", help="backbone preset, local diffusers folder or hub id (default: tiny-random)")
-    e.add_argument("--output", "-o", help="output PNG (default: <input stem>-<method>.png here); more images get -1, -2 ...")
-    e.add_argument("--seed", type=int, help="random seed (default: random, printed and stored in the PNG)")
+    e.add_argument(
+        "--model",
+        default="tiny-random",
+        help="backbone preset, local diffusers folder or hub id (default: tiny-random)",
+    )
+    e.add_argument(
+        "--output",
+        "-o",
+        help="output PNG (default: <input stem>-<method>.png here); more images get -1, -2 ...",
+    )
+    e.add_argument(
+        "--seed", type=int, help="random seed (default: random, printed and stored in the PNG)"
+    )
     e.add_argument("--preset", help="method preset name (configs/methods/<method>/) or a YAML file")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    e.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable)",
+    )
     e.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
-    e.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA, else float32)")
-    e.add_argument("--save-artifacts", metavar="DIR", help="save the fit (embeddings, LoRA, run.json) to DIR")
-    e.add_argument("--artifacts", metavar="DIR", help="reuse a saved fit; only sample-stage settings may differ")
-    e.add_argument("--resize", default="crop", choices=["crop", "stretch", "pad"], help="how a non-square input is made square (default: crop)")
-    e.add_argument("--threads", type=int, help="CPU threads for torch (default: see README, thread policy)")
+    e.add_argument(
+        "--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA, else float32)"
+    )
+    e.add_argument(
+        "--save-artifacts", metavar="DIR", help="save the fit (embeddings, LoRA, run.json) to DIR"
+    )
+    e.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="reuse a saved fit; only sample-stage settings may differ",
+    )
+    e.add_argument(
+        "--resize",
+        default="crop",
+        choices=["crop", "stretch", "pad"],
+        help="how a non-square input is made square (default: crop)",
+    )
+    e.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: see README, thread policy)"
+    )
     e.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     sub.add_parser("list", help="list the editing methods")
@@ -68,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("method")
     s.add_argument("--preset", help="show the values of this preset")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--yaml", action="store_true", help="print only key: value lines (a preset file)")
+    s.add_argument(
+        "--yaml", action="store_true", help="print only key: value lines (a preset file)"
+    )
 
     r = sub.add_parser("recipe", help="print the recipe stored in an output PNG")
     r.add_argument("png")
@@ -100,7 +147,9 @@ def cmd_show_config(args) -> int:
     print(f"{spec.name}: {spec.description}")
     if spec.paper:
         print(f"paper: {spec.paper}")
-    print(f"source prompt: {spec.source_prompt}; input images: {spec.min_images}-{spec.max_images}; needs: {', '.join(spec.requires)}")
+    print(
+        f"source prompt: {spec.source_prompt}; input images: {spec.min_images}-{spec.max_images}; needs: {', '.join(spec.requires)}"
+    )
     for info in field_infos(spec.config_cls):
         rng = ""
         if info.choices:
@@ -139,14 +188,22 @@ def cmd_edit(args) -> int:
     spec = get_method(args.method)
     overrides = parse_set_args(args.set)
     make_config(args.method, None, args.preset, **overrides)
-    if args.artifacts and args.save_artifacts and Path(args.artifacts).resolve() == Path(args.save_artifacts).resolve():
-        raise ConfigError("--artifacts and --save-artifacts name the same folder; drop --save-artifacts")
+    if (
+        args.artifacts
+        and args.save_artifacts
+        and Path(args.artifacts).resolve() == Path(args.save_artifacts).resolve()
+    ):
+        raise ConfigError(
+            "--artifacts and --save-artifacts name the same folder; drop --save-artifacts"
+        )
     for img in args.image:
         if not Path(img).is_file():
             raise ConfigError(f"--image '{img}' does not exist; check the path")
     out = Path(args.output) if args.output else Path(f"{Path(args.image[0]).stem}-{spec.name}.png")
     if out.suffix.lower() != ".png":
-        raise ConfigError(f"--output '{out}' must end in .png (the recipe is stored in PNG metadata)")
+        raise ConfigError(
+            f"--output '{out}' must end in .png (the recipe is stored in PNG metadata)"
+        )
     n = configure_threads(args.threads)
 
     from .api import edit
@@ -155,9 +212,18 @@ def cmd_edit(args) -> int:
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
     images = args.image if len(args.image) > 1 else args.image[0]
     result = edit(
-        backbone, images, args.prompt, method=args.method, source_prompt=args.source_prompt, seed=args.seed,
-        preset=args.preset, artifacts=args.artifacts, save_artifacts=args.save_artifacts,
-        progress=not args.quiet, resize=args.resize, **overrides,
+        backbone,
+        images,
+        args.prompt,
+        method=args.method,
+        source_prompt=args.source_prompt,
+        seed=args.seed,
+        preset=args.preset,
+        artifacts=args.artifacts,
+        save_artifacts=args.save_artifacts,
+        progress=not args.quiet,
+        resize=args.resize,
+        **overrides,
     )
     paths = result.save(out)
     fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
@@ -187,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .errors import ImagicKitError
 
-    handlers = {"edit": cmd_edit, "list": cmd_list, "show-config": cmd_show_config, "recipe": cmd_recipe}
+    handlers = {
+        "edit": cmd_edit,
+        "list": cmd_list,
+        "show-config": cmd_show_config,
+        "recipe": cmd_recipe,
+    }
     try:
         return handlers[args.command](args)
     except ImagicKitError as e:

@@ -39,7 +39,9 @@ def param(
         raise ValueError(f"stage must be 'fit' or 'sample', got {stage!r}")
     meta = {"help": help, "stage": stage, "min": min, "max": max, "choices": choices}
     if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda: typing.cast(Any, default).copy(), metadata=meta)
+        return dataclasses.field(
+            default_factory=lambda: typing.cast(Any, default).copy(), metadata=meta
+        )
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -143,7 +145,9 @@ def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
         )
     if info.min is not None and value < info.min or info.max is not None and value > info.max:
         rng = f"[{info.min if info.min is not None else '-inf'}, {info.max if info.max is not None else 'inf'}]"
-        raise ConfigError(f"{info.name}={value!r}{where} is out of range {rng}; pick a value inside it")
+        raise ConfigError(
+            f"{info.name}={value!r}{where} is out of range {rng}; pick a value inside it"
+        )
 
 
 def validate(config: Any) -> None:

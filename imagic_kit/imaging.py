@@ -109,14 +109,18 @@ def load_image(source: str | os.PathLike | Image.Image, *, name: str = "image") 
     except Exception:  # a broken EXIF block is no reason to refuse the pixels
         pass
     if img.width < 8 or img.height < 8:
-        raise InputImageError(f"{label} is only {img.width}x{img.height} pixels; use an image of at least 8x8")
+        raise InputImageError(
+            f"{label} is only {img.width}x{img.height} pixels; use an image of at least 8x8"
+        )
     return _to_rgb(img)
 
 
 def fit_to_square(img: Image.Image, size: int, mode: str = "crop") -> Image.Image:
     """Resize ``img`` to ``size`` x ``size`` by centre crop, stretch, or white padding."""
     if mode not in RESIZE_MODES:
-        raise InputImageError(f"resize mode {mode!r} is unknown; choose one of: {', '.join(RESIZE_MODES)}")
+        raise InputImageError(
+            f"resize mode {mode!r} is unknown; choose one of: {', '.join(RESIZE_MODES)}"
+        )
     if mode == "crop":
         return ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
     if mode == "stretch":
@@ -144,7 +148,9 @@ def image_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-def save_png(img: Image.Image, path: str | os.PathLike, recipe: dict[str, Any] | None = None) -> Path:
+def save_png(
+    img: Image.Image, path: str | os.PathLike, recipe: dict[str, Any] | None = None
+) -> Path:
     """Write ``img`` as PNG with ``recipe`` as JSON in a text chunk, atomically.
 
     The file appears complete or not at all: an error never leaves a truncated PNG or clobbers an
@@ -157,7 +163,9 @@ def save_png(img: Image.Image, path: str | os.PathLike, recipe: dict[str, Any] |
         info.add_text(RECIPE_KEY, json.dumps(recipe, sort_keys=True, default=str))
         if "prompt" in recipe:
             info.add_text("Description", str(recipe["prompt"]))
-        info.add_text("Software", f"imagic-kit {recipe.get('versions', {}).get('imagic_kit', '')}".strip())
+        info.add_text(
+            "Software", f"imagic-kit {recipe.get('versions', {}).get('imagic_kit', '')}".strip()
+        )
     buf = io.BytesIO()
     img.save(buf, format="PNG", pnginfo=info)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -178,7 +186,9 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(text) if text else None
 
 
-def make_grid(images: list[Image.Image], cols: int | None = None, labels: list[str] | None = None) -> Image.Image:
+def make_grid(
+    images: list[Image.Image], cols: int | None = None, labels: list[str] | None = None
+) -> Image.Image:
     """Tile equally sized images into one (used for sweeps and multi-image outputs)."""
     if not images:
         raise ValueError("make_grid needs at least one image")

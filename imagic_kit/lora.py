@@ -38,7 +38,9 @@ class LoraSpec:
         )
 
 
-def add_lora(unet: torch.nn.Module, spec: LoraSpec, adapter_name: str = ADAPTER) -> list[torch.nn.Parameter]:
+def add_lora(
+    unet: torch.nn.Module, spec: LoraSpec, adapter_name: str = ADAPTER
+) -> list[torch.nn.Parameter]:
     """Freeze the UNet, inject a LoRA adapter, return its parameters (cast to float32, trainable)."""
     unet.requires_grad_(False)
     unet.add_adapter(spec.peft_config(), adapter_name=adapter_name)
@@ -64,17 +66,22 @@ def lora_state_dict(unet: torch.nn.Module, adapter_name: str = ADAPTER) -> dict[
 
 
 def remove_lora(unet: torch.nn.Module, adapter_name: str = ADAPTER) -> None:
-    if hasattr(unet, "delete_adapters"):
-        unet.delete_adapters(adapter_name)
-    else:  # pragma: no cover - older diffusers
-        from peft.tuners.tuners_utils import BaseTunerLayer
+    """Delete the adapter; when no other adapter is left, restore the plain module structure.
 
-        for m in unet.modules():
-            if isinstance(m, BaseTunerLayer):
-                m.delete_adapter(adapter_name)
+    (Deleting alone leaves peft's wrapper layers in place, which renames the UNet's weights on
+    ``save_pretrained``.)
+    """
+    unet.delete_adapters(adapter_name)
+    if not getattr(unet, "peft_config", None):
+        unet.unload_lora()
 
 
-def load_lora(unet: torch.nn.Module, state: dict[str, torch.Tensor], spec: LoraSpec, adapter_name: str = ADAPTER) -> None:
+def load_lora(
+    unet: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    spec: LoraSpec,
+    adapter_name: str = ADAPTER,
+) -> None:
     """Inject an adapter and set its weights from :func:`lora_state_dict` output."""
     from peft import set_peft_model_state_dict
 
@@ -87,7 +94,9 @@ def load_lora(unet: torch.nn.Module, state: dict[str, torch.Tensor], spec: LoraS
 
 
 @contextlib.contextmanager
-def lora_applied(unet: torch.nn.Module, state: dict[str, torch.Tensor] | None, spec: LoraSpec | None):
+def lora_applied(
+    unet: torch.nn.Module, state: dict[str, torch.Tensor] | None, spec: LoraSpec | None
+):
     """Apply a saved LoRA for the duration of a ``with`` block (no-op when ``state`` is None)."""
     if state is None:
         yield unet
@@ -115,7 +124,9 @@ def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], LoraSpec]:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    spec = LoraSpec(**json.loads(meta["imagic_kit_lora"])) if "imagic_kit_lora" in meta else LoraSpec()
+    spec = (
+        LoraSpec(**json.loads(meta["imagic_kit_lora"])) if "imagic_kit_lora" in meta else LoraSpec()
+    )
     tensors = load_file(str(path))
     state = {k.removeprefix("unet."): v for k, v in tensors.items()}
     return state, spec

@@ -27,13 +27,25 @@ from .errors import ConfigError, ModelNotAvailableError
 logger = logging.getLogger(__name__)
 
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 #: The DDIM settings nearly every editing implementation uses on top of the model's own betas.
 EDITING_SCHEDULER = {"clip_sample": False, "set_alpha_to_one": False}
-COMPONENTS = ("unet", "vae", "scheduler", "tokenizer", "text_encoder", "image_encoder", "feature_extractor")
+COMPONENTS = (
+    "unet",
+    "vae",
+    "scheduler",
+    "tokenizer",
+    "text_encoder",
+    "image_encoder",
+    "feature_extractor",
+)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -42,11 +54,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ConfigError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+        raise ConfigError(
+            f"device {device!r} is not a torch device; use cpu, cuda, cuda:1 or mps"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+        raise ConfigError(
+            f"device {device!r}: CUDA is not available on this machine; use --device cpu"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+        raise ConfigError(
+            f"device {device!r}: MPS is not available on this machine; use --device cpu"
+        )
     return dev
 
 
@@ -84,16 +102,23 @@ def load_backbone(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if hasattr(model, "components") and not isinstance(model, str | os.PathLike):
-        bb = from_components(dict(model.components), model_id=getattr(model, "name_or_path", None) or "pipeline")
+        bb = from_components(
+            dict(model.components), model_id=getattr(model, "name_or_path", None) or "pipeline"
+        )
     elif isinstance(model, str | os.PathLike) and Path(model).is_dir():
-        bb = _from_pretrained(str(Path(model).resolve()), revision=None, local_files_only=True, dtype=dt)
+        bb = _from_pretrained(
+            str(Path(model).resolve()), revision=None, local_files_only=True, dtype=dt
+        )
     elif isinstance(model, str) and model in backbone_presets():
         spec = read_preset(model)
         if "build" in spec:
             bb = build_from_config(spec["build"], model_id=model)
         elif "model" in spec:
             bb = _from_pretrained(
-                spec["model"], revision=revision or spec.get("revision"), local_files_only=local_files_only, dtype=dt
+                spec["model"],
+                revision=revision or spec.get("revision"),
+                local_files_only=local_files_only,
+                dtype=dt,
             )
             bb.model_id = model if spec["model"] == model else f"{model} ({spec['model']})"
         else:
@@ -124,12 +149,16 @@ def _looks_like_hub_id(s: str) -> bool:
     return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
 
 
-def from_components(components: dict[str, Any], model_id: str = "pipeline", revision: str | None = None) -> Backbone:
+def from_components(
+    components: dict[str, Any], model_id: str = "pipeline", revision: str | None = None
+) -> Backbone:
     """A backbone from a diffusers pipeline's components (the scheduler becomes DDIM)."""
     from diffusers import DDIMScheduler
 
     if components.get("unet") is None or components.get("vae") is None:
-        raise ModelNotAvailableError(f"model {model_id!r} has no UNet or VAE; it is not a Stable-Diffusion-style pipeline")
+        raise ModelNotAvailableError(
+            f"model {model_id!r} has no UNet or VAE; it is not a Stable-Diffusion-style pipeline"
+        )
     sched = DDIMScheduler.from_config(components["scheduler"].config, **EDITING_SCHEDULER)
     kw = {k: components.get(k) for k in COMPONENTS if k != "scheduler"}
     bb = Backbone(scheduler=sched, model_id=str(model_id), revision=revision, **kw)
@@ -142,7 +171,9 @@ def from_components(components: dict[str, Any], model_id: str = "pipeline", revi
     return bb
 
 
-def _from_pretrained(model: str, *, revision: str | None, local_files_only: bool | None, dtype: torch.dtype) -> Backbone:
+def _from_pretrained(
+    model: str, *, revision: str | None, local_files_only: bool | None, dtype: torch.dtype
+) -> Backbone:
     from diffusers import DiffusionPipeline
 
     if local_files_only is None:
@@ -180,7 +211,9 @@ def _model_index(model: str, revision: str | None, local_files_only: bool) -> di
     from huggingface_hub import hf_hub_download
 
     try:
-        path = hf_hub_download(model, "model_index.json", revision=revision, local_files_only=local_files_only)
+        path = hf_hub_download(
+            model, "model_index.json", revision=revision, local_files_only=local_files_only
+        )
     except Exception as e:
         raise _not_available(model, e) from None
     return json.loads(Path(path).read_text())
@@ -189,7 +222,9 @@ def _model_index(model: str, revision: str | None, local_files_only: bool) -> di
 def _not_available(model: str, err: Exception) -> ModelNotAvailableError:
     first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
     if Path(model).exists():
-        return ModelNotAvailableError(f"model folder '{model}' could not be loaded ({first}); check it is a complete diffusers folder")
+        return ModelNotAvailableError(
+            f"model folder '{model}' could not be loaded ({first}); check it is a complete diffusers folder"
+        )
     return ModelNotAvailableError(
         f"model {model!r} is not available offline: it is not in the local Hugging Face cache and the hub "
         f"cannot be reached ({first}). On a machine with internet run `huggingface-cli download {model}` "
@@ -223,7 +258,9 @@ def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbon
         vae = AutoencoderKL(**build["vae"])
         unet = UNet2DConditionModel(**build["unet"])
     scheduler = DDIMScheduler(**build.get("scheduler", {}))
-    components = dict(unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder)
+    components = dict(
+        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder
+    )
     return from_components(components, model_id=model_id)
 
 
@@ -232,8 +269,14 @@ def save_pipeline(bb: Backbone, folder: str | Path) -> Path:
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, unet=bb.unet,
-        scheduler=bb.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=bb.vae,
+        text_encoder=bb.text_encoder,
+        tokenizer=bb.tokenizer,
+        unet=bb.unet,
+        scheduler=bb.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(str(folder))
     return Path(folder)

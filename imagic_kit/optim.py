@@ -49,13 +49,17 @@ def optimize(
         if p.dtype != torch.float32:
             raise TypeError(f"trainable tensors must be float32, got {p.dtype} in {what}")
     if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=lr, betas=betas, weight_decay=weight_decay
+        )
     elif optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     elif optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     else:
-        raise ValueError(f"optimizer {optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
+        raise ValueError(
+            f"optimizer {optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}"
+        )
     losses: list[float] = []
     with progress(steps, stage) as bar:
         for step in range(steps):

@@ -15,15 +15,22 @@ Callback = Callable[[str, int, int, dict[str, Any]], None]
 
 
 class Progress:
-    def __init__(self, total: int, stage: str, *, enabled: bool = True, callback: Callback | None = None):
+    def __init__(
+        self, total: int, stage: str, *, enabled: bool = True, callback: Callback | None = None
+    ):
         self.total, self.stage, self.callback, self.step = total, stage, callback, 0
-        self.bar = tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True) if enabled else None
+        self.bar = (
+            tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True) if enabled else None
+        )
 
     def update(self, **info: Any) -> None:
         self.step += 1
         if self.bar is not None:
             if info:
-                self.bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in info.items()}, refresh=False)
+                self.bar.set_postfix(
+                    {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in info.items()},
+                    refresh=False,
+                )
             self.bar.update(1)
         if self.callback is not None:
             self.callback(self.stage, self.step, self.total, info)

@@ -75,7 +75,9 @@ def get_method(name: str) -> MethodSpec:
     return spec
 
 
-def make_config(method: str, config: Any = None, preset: str | None = None, **overrides: Any) -> Any:
+def make_config(
+    method: str, config: Any = None, preset: str | None = None, **overrides: Any
+) -> Any:
     """Build a validated config: defaults, then a preset, then ``config`` (object or dict), then overrides."""
     from . import config as cfgmod
 

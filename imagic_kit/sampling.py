@@ -145,8 +145,15 @@ def ddim_sample(
             t = sch.timesteps[i]
             noise = backbone.randn(tuple(x.shape), generator) if eta > 0 else None
             x = ddim_step(
-                backbone, x, sch, i, _resolve(cond, i, t), _resolve(uncond, i, t), guidance_scale,
-                eta=eta, noise=noise,
+                backbone,
+                x,
+                sch,
+                i,
+                _resolve(cond, i, t),
+                _resolve(uncond, i, t),
+                guidance_scale,
+                eta=eta,
+                noise=noise,
             )
             bar.update()
     return x
@@ -183,7 +190,9 @@ def ddim_invert(
     with progress(len(sch.active), stage) as bar:
         for i in reversed(range(sch.start, len(sch.timesteps))):
             t = sch.timesteps[i]
-            eps = guided_eps(backbone, x, t, _resolve(cond, i, t), _resolve(uncond, i, t), guidance_scale)
+            eps = guided_eps(
+                backbone, x, t, _resolve(cond, i, t), _resolve(uncond, i, t), guidance_scale
+            )
             x = ddim_move(x, eps, _alpha(backbone, sch, i + 1), _alpha(backbone, sch, i))
             traj.append(x)
             bar.update()

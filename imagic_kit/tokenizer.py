@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-_CHARS = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)] + list(".,!?'-")
+_CHARS = (
+    [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)] + list(".,!?'-")
+)
 
 
 def write_vocab(folder: str | Path, words: str | Iterable[str]) -> Path:

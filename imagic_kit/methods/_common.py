@@ -5,12 +5,20 @@ from __future__ import annotations
 from ..config import Stage, param
 
 
-def num_inference_steps(default: int = 50, stage: Stage = "sample", help: str = "DDIM steps when sampling"):
+def num_inference_steps(
+    default: int = 50, stage: Stage = "sample", help: str = "DDIM steps when sampling"
+):
     return param(default, help=help, stage=stage, min=1, max=1000)
 
 
 def guidance_scale(default: float = 7.5):
-    return param(default, help="classifier-free guidance scale (1 = no guidance)", stage="sample", min=1.0, max=50.0)
+    return param(
+        default,
+        help="classifier-free guidance scale (1 = no guidance)",
+        stage="sample",
+        min=1.0,
+        max=50.0,
+    )
 
 
 def num_images_per_prompt(default: int = 1):
@@ -18,4 +26,10 @@ def num_images_per_prompt(default: int = 1):
 
 
 def ddim_eta(default: float = 0.0):
-    return param(default, help="DDIM eta: 0 deterministic, 1 DDPM-like noise at each step", stage="sample", min=0.0, max=1.0)
+    return param(
+        default,
+        help="DDIM eta: 0 deterministic, 1 DDPM-like noise at each step",
+        stage="sample",
+        min=0.0,
+        max=1.0,
+    )

@@ -21,9 +21,23 @@ from ._common import guidance_scale, num_inference_steps
 
 @dataclass
 class DDIMConfig:
-    num_inference_steps: int = num_inference_steps(50, stage="fit", help="DDIM steps, shared by the inversion and the sampling")
-    inversion_guidance_scale: float = param(1.0, help="guidance while inverting (1 = none, most faithful)", stage="fit", min=1.0, max=50.0)
-    strength: float = param(1.0, help="fraction of the schedule that is inverted and resampled", stage="fit", min=0.02, max=1.0)
+    num_inference_steps: int = num_inference_steps(
+        50, stage="fit", help="DDIM steps, shared by the inversion and the sampling"
+    )
+    inversion_guidance_scale: float = param(
+        1.0,
+        help="guidance while inverting (1 = none, most faithful)",
+        stage="fit",
+        min=1.0,
+        max=50.0,
+    )
+    strength: float = param(
+        1.0,
+        help="fraction of the schedule that is inverted and resampled",
+        stage="fit",
+        min=0.02,
+        max=1.0,
+    )
     guidance_scale: float = guidance_scale(7.5)
 
 
@@ -31,8 +45,13 @@ def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
     z0 = backbone.encode_latents(inputs.pixels[:1])
     cond = backbone.encode_prompt(inputs.source_prompt or "")
     traj = ddim_invert(
-        backbone, z0, cond, num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.inversion_guidance_scale, strength=config.strength, progress=progress,
+        backbone,
+        z0,
+        cond,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.inversion_guidance_scale,
+        strength=config.strength,
+        progress=progress,
     )
     return Fit(tensors={"inverted": traj[-1].cpu()})
 
@@ -40,8 +59,13 @@ def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
 def sample(backbone, fit: Fit, inputs, config: DDIMConfig, generator, progress) -> torch.Tensor:
     cond = backbone.encode_prompt(inputs.prompt)
     return ddim_sample(
-        backbone, fit.tensor("inverted", backbone.device), cond, num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale, strength=config.strength, progress=progress,
+        backbone,
+        fit.tensor("inverted", backbone.device),
+        cond,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        strength=config.strength,
+        progress=progress,
     )
 
 

@@ -22,7 +22,13 @@ from ._common import ddim_eta, guidance_scale, num_images_per_prompt, num_infere
 
 @dataclass
 class SDEditConfig:
-    strength: float = param(0.6, help="how far to noise the input: 0 keeps it, 1 ignores it", stage="sample", min=0.02, max=1.0)
+    strength: float = param(
+        0.6,
+        help="how far to noise the input: 0 keeps it, 1 ignores it",
+        stage="sample",
+        min=0.02,
+        max=1.0,
+    )
     num_inference_steps: int = num_inference_steps(50)
     guidance_scale: float = guidance_scale(7.5)
     num_images_per_prompt: int = num_images_per_prompt(1)
@@ -41,8 +47,15 @@ def sample(backbone, fit: Fit, inputs, config: SDEditConfig, generator, progress
     x = backbone.add_noise(z0, backbone.randn(tuple(z0.shape), generator), t0)
     cond = backbone.encode_prompt(inputs.prompt)
     return ddim_sample(
-        backbone, x, cond, num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-        strength=config.strength, eta=config.eta, generator=generator, progress=progress,
+        backbone,
+        x,
+        cond,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        strength=config.strength,
+        eta=config.eta,
+        generator=generator,
+        progress=progress,
     )
 
 

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random backbones built from config (no network) and test images."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from imagic_kit.threads import configure_threads  # noqa: E402
+
+configure_threads()
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from imagic_kit import load_backbone
+
+    return load_backbone("tiny-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_v():
+    from imagic_kit import load_backbone
+
+    return load_backbone("tiny-random-v", device="cpu")
+
+
+def draw_scene(
+    colour=(220, 40, 40), bg=(128, 128, 128), box=(20, 18, 46, 44), size=64
+) -> Image.Image:
+    img = Image.new("RGB", (size, size), bg)
+    ImageDraw.Draw(img).ellipse(box, fill=colour)
+    return img
+
+
+@pytest.fixture
+def scene_path(tmp_path):
+    p = tmp_path / "scene.png"
+    draw_scene().save(p)
+    return p

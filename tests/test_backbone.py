@@ -1,0 +1,90 @@
+"""Backbone helpers: constants from configs, guidance, prediction types, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imagic_kit.lora import LoraSpec, add_lora, remove_lora
+from imagic_kit.optim import denoising_loss, optimize
+
+
+def test_constants_come_from_configs(tiny, tiny_v):
+    assert tiny.vae_scale_factor == 4 and tiny.resolution == 64 and tiny.latent_channels == 4
+    assert (
+        tiny.num_train_timesteps == 1000 and tiny.scaling_factor == tiny.vae.config.scaling_factor
+    )
+    assert tiny.prediction_type == "epsilon" and tiny_v.prediction_type == "v_prediction"
+    assert tiny.latent_shape(2) == (2, 4, 16, 16)
+
+
+def test_vae_round_trip_shapes(tiny):
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    z = tiny.encode_latents(x)
+    assert z.shape == (2, 4, 16, 16)
+    y = tiny.decode_latents(z)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+
+
+def test_guidance_is_one_batched_formula(tiny):
+    g = torch.Generator().manual_seed(0)
+    x = tiny.randn(tiny.latent_shape(1), g)
+    c, u = tiny.encode_prompt("a red circle"), tiny.uncond_embedding()
+    t = 500
+    oc, ou = tiny.model_output(x, t, c), tiny.model_output(x, t, u)
+    torch.testing.assert_close(tiny.noise_pred(x, t, c, u, 1.0), oc)
+    torch.testing.assert_close(
+        tiny.noise_pred(x, t, c, u, 5.0), ou + 5.0 * (oc - ou), atol=1e-5, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_v"])
+def test_training_target_inverts_to_x0_and_eps(request, which):
+    bb = request.getfixturevalue(which)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = bb.randn((3, 4, 16, 16), g), bb.randn((3, 4, 16, 16), g)
+    t = torch.tensor([10, 500, 990])
+    xt = bb.add_noise(x0, eps, t)
+    x0_hat, eps_hat = bb.to_x0_eps(xt, bb.training_target(x0, eps, t), t)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_v"])
+def test_both_prediction_types_train(request, which):
+    """A LoRA and a text embedding fitted on one latent lower the (fixed-noise) denoising loss."""
+    bb = request.getfixturevalue(which)
+    z0 = bb.encode_latents(torch.rand(1, 3, 64, 64) * 2 - 1)
+    emb = bb.encode_prompt("a red circle").float().clone().requires_grad_(True)
+    params = add_lora(bb.unet, LoraSpec(rank=4, alpha=4))
+    try:
+
+        def loss_fn(step):  # the same noise and timesteps every step: a fixed objective
+            return denoising_loss(
+                bb, z0.expand(4, -1, -1, -1), emb, torch.Generator().manual_seed(0)
+            )
+
+        losses = optimize([emb, *params], loss_fn, steps=40, lr=2e-2)
+    finally:
+        remove_lora(bb.unet)
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert all(p.dtype == torch.float32 for p in params)
+
+
+def test_overlong_prompt_is_truncated_with_warning(tiny):
+    long = " ".join(["red circle"] * 20)
+    with pytest.warns(UserWarning, match="truncated"):
+        e = tiny.encode_prompt(long)
+    assert e.shape == (1, tiny.max_tokens, 32)
+
+
+def test_unknown_word_warns_but_works(tiny):
+    with pytest.warns(UserWarning, match="zebra"):
+        e = tiny.encode_prompt("a zebra")
+    assert torch.isfinite(e).all()
+
+
+def test_noise_is_drawn_on_cpu_generators(tiny):
+    a = tiny.randn((2, 3), torch.Generator().manual_seed(7))
+    b = torch.randn((2, 3), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.cpu(), b)

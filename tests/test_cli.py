@@ -1,0 +1,233 @@
+"""The command line: outputs with recipes, determinism, one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagic_kit.cli import main
+from imagic_kit.imaging import read_recipe
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_baselines(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert "sdedit" in names and "ddim" in names
+
+
+def test_show_config(capsys):
+    code, out, _ = run(capsys, "show-config", "sdedit", "--preset", "strong")
+    assert code == 0 and "strength = 0.8 (default 0.6)" in out and "[sample]" in out
+    code, out, _ = run(capsys, "show-config", "ddim", "--yaml")
+    assert code == 0 and "num_inference_steps: 50" in out
+
+
+@pytest.mark.parametrize("method", ["sdedit", "ddim"])
+def test_edit_writes_exactly_output_with_recipe_and_is_deterministic(
+    capsys, tmp_path, scene_path, method
+):
+    outs = []
+    for name in ("a.png", "b.png"):
+        out = tmp_path / "sub" / name
+        code, stdout, err = run(
+            capsys,
+            "edit",
+            "--image",
+            str(scene_path),
+            "--prompt",
+            "a blue circle",
+            "--method",
+            method,
+            "--seed",
+            "42",
+            "--output",
+            str(out),
+            "--set",
+            "num_inference_steps=5",
+            "--quiet",
+        )
+        assert code == 0, err
+        assert str(out) in stdout
+        outs.append(out)
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["a.png", "b.png"]
+    a, b = (np.asarray(Image.open(p)) for p in outs)
+    assert np.array_equal(a, b)
+    recipe = read_recipe(outs[0])
+    assert (
+        recipe["prompt"] == "a blue circle" and recipe["method"] == method and recipe["seed"] == 42
+    )
+    assert recipe["config"]["num_inference_steps"] == 5 and recipe["model"] == "tiny-random"
+    assert len(recipe["input_hashes"][0]) == 64 and "torch" in recipe["versions"]
+
+
+def test_artifacts_round_trip_through_cli(capsys, tmp_path, scene_path):
+    common = [
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "a blue circle",
+        "--method",
+        "ddim",
+        "--seed",
+        "3",
+        "-q",
+        "--set",
+        "num_inference_steps=5",
+    ]
+    code, _, err = run(
+        capsys, *common, "-o", str(tmp_path / "a.png"), "--save-artifacts", str(tmp_path / "fit")
+    )
+    assert code == 0, err
+    code, out, err = run(
+        capsys, *common, "-o", str(tmp_path / "b.png"), "--artifacts", str(tmp_path / "fit")
+    )
+    assert code == 0, err and "fit reused" in out
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png"))
+    )
+
+
+def one_line_error(code, err, match):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagic-kit: error:"), err
+    assert match in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--method", "sdedit", "--set", "strenght=0.5"], "unknown config key 'strenght'"),
+        (["--method", "sdedit", "--set", "strength=2"], "out of range"),
+        (["--method", "sdedit", "--preset", "nope"], "unknown preset 'nope'"),
+        (["--method", "sdedit", "--output", "x.jpg"], "must end in .png"),
+        (["--method", "sdedit", "--model", "nobody/missing"], "not available offline"),
+        (
+            [
+                "--method",
+                "sdedit",
+                "--device",
+                "cuda:7" if not __import__("torch").cuda.is_available() else "tpu",
+            ],
+            "device",
+        ),
+    ],
+)
+def test_user_mistakes_are_one_line(capsys, tmp_path, scene_path, extra, match):
+    code, _, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "a blue circle",
+        "-q",
+        "-o",
+        str(tmp_path / "o.png"),
+        *extra,
+    )
+    one_line_error(code, err, match)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bad_images_and_prompts_are_one_line(capsys, tmp_path, scene_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    code, _, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(bad),
+        "--prompt",
+        "x",
+        "--method",
+        "sdedit",
+        "-q",
+        "-o",
+        str(tmp_path / "o.png"),
+    )
+    one_line_error(code, err, "bad.png")
+    code, _, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(tmp_path / "missing.png"),
+        "--prompt",
+        "x",
+        "--method",
+        "sdedit",
+    )
+    one_line_error(code, err, "does not exist")
+    code, _, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "  ",
+        "--method",
+        "sdedit",
+        "-q",
+        "-o",
+        str(tmp_path / "o.png"),
+    )
+    one_line_error(code, err, "prompt is empty")
+    code, _, err = run(capsys, "edit", "--image", str(scene_path), "--method", "sdedit")
+    one_line_error(code, err, "--prompt")
+
+
+def test_existing_output_survives_a_failed_edit(capsys, tmp_path, scene_path):
+    out = tmp_path / "keep.png"
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(out)
+    before = out.read_bytes()
+    code, _, _ = run(
+        capsys,
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "x",
+        "--method",
+        "sdedit",
+        "--set",
+        "strength=5",
+        "-o",
+        str(out),
+    )
+    assert code == 2 and out.read_bytes() == before
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    env = {**os.environ, "IMAGIC_KIT_NUM_THREADS": "1"}
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imagic_kit",
+            "edit",
+            "--image",
+            str(tmp_path / "none.png"),
+            "--prompt",
+            "x",
+            "--method",
+            "sdedit",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from imagic_kit.config import (
+    apply_overrides,
+    field_infos,
+    load_preset,
+    param,
+    parse_set_args,
+    to_dict,
+)
+from imagic_kit.errors import ConfigError
+from imagic_kit.registry import available_methods, get_method, make_config
+
+
+@dataclass
+class Demo:
+    steps: int = param(10, help="steps", stage="fit", min=1, max=100)
+    lr: float = param(1e-3, help="lr", stage="fit", min=0.0)
+    flag: bool = param(False, help="flag", stage="sample")
+    mode: str = param("lora", help="mode", stage="fit", choices=["lora", "full"])
+    targets: list = param(["to_q", "to_k"], help="targets", stage="fit")
+    cap: float | None = param(None, help="optional", stage="sample")
+
+
+def test_overrides_parse_strings_to_field_types():
+    cfg = apply_overrides(
+        Demo(),
+        {
+            "steps": "20",
+            "lr": "5e-4",
+            "flag": "true",
+            "mode": "full",
+            "targets": "to_v,to_out.0",
+            "cap": "2.5",
+        },
+    )
+    assert (cfg.steps, cfg.lr, cfg.flag, cfg.mode, cfg.targets, cfg.cap) == (
+        20,
+        5e-4,
+        True,
+        "full",
+        ["to_v", "to_out.0"],
+        2.5,
+    )
+    assert apply_overrides(cfg, {"cap": "none"}).cap is None
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (
+            {"stepz": "1"},
+            r"unknown config key 'stepz'.*valid keys: steps, lr, flag, mode, targets, cap",
+        ),
+        ({"steps": "0"}, "out of range"),
+        ({"steps": "1.5"}, "expected int"),
+        ({"flag": "maybe"}, "expected bool"),
+        ({"mode": "half"}, "choose one of: lora, full"),
+        ({"lr": "fast"}, "expected float"),
+    ],
+)
+def test_bad_overrides_are_rejected_with_the_fix(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(Demo(), overrides)
+
+
+def test_stage_split_and_metadata():
+    assert set(to_dict(Demo(), "fit")) == {"steps", "lr", "mode", "targets"}
+    assert set(to_dict(Demo(), "sample")) == {"flag", "cap"}
+    info = {i.name: i for i in field_infos(Demo)}
+    assert info["steps"].min == 1 and info["mode"].choices == ("lora", "full")
+
+
+def test_set_args():
+    assert parse_set_args(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set_args(["novalue"])
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_every_method_default_config_and_presets_are_valid(method):
+    from imagic_kit.config import preset_names, validate
+
+    spec = get_method(method)
+    validate(spec.config_cls())
+    for info in field_infos(spec.config_cls):
+        assert info.help and info.stage in ("fit", "sample")
+    for name in preset_names(method):
+        cfg = make_config(method, preset=name)
+        assert cfg != spec.config_cls() or name == "default"
+
+
+def test_preset_errors(tmp_path):
+    with pytest.raises(
+        ConfigError, match="unknown preset 'nope' for method 'sdedit'; available: light, strong"
+    ):
+        make_config("sdedit", preset="nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strenght: 0.3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'strenght' \(in preset bad.yaml\)"):
+        load_preset(get_method("sdedit").config_cls(), "sdedit", str(bad))
+
+
+def test_make_config_layers_preset_dict_and_overrides():
+    cfg = make_config("sdedit", {"guidance_scale": 3}, "strong", num_inference_steps=7)
+    assert (cfg.strength, cfg.guidance_scale, cfg.num_inference_steps) == (0.8, 3.0, 7)
+    with pytest.raises(ConfigError, match="unknown method 'imagicc'"):
+        make_config("imagicc")

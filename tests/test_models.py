@@ -1,0 +1,83 @@
+"""Model sources: preset, local diffusers folder, pipeline object, hub id offline."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from imagic_kit import load_backbone
+from imagic_kit.errors import ConfigError, ModelNotAvailableError
+from imagic_kit.models import backbone_presets, save_pipeline
+
+
+def _out(bb):
+    x = bb.randn(bb.latent_shape(1), torch.Generator().manual_seed(0))
+    return bb.model_output(x, 300, bb.encode_prompt("a red circle"))
+
+
+def test_presets_exist():
+    presets = backbone_presets()
+    for name in ("tiny-random", "tiny-random-v", "sd15", "sd21", "sd-image-variations"):
+        assert name in presets
+
+
+def test_built_model_is_deterministic(tiny):
+    again = load_backbone("tiny-random", device="cpu")
+    torch.testing.assert_close(_out(again), _out(tiny))
+
+
+def test_local_folder_and_pipeline_object(tiny, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    folder = save_pipeline(tiny, tmp_path / "model")
+    bb = load_backbone(folder, device="cpu")
+    assert bb.model_id == str(folder.resolve())
+    torch.testing.assert_close(_out(bb), _out(tiny))
+    assert (
+        bb.scheduler.config.clip_sample is False and bb.scheduler.config.set_alpha_to_one is False
+    )
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    torch.testing.assert_close(_out(load_backbone(pipe, device="cpu")), _out(tiny))
+
+
+def test_v_prediction_is_kept_from_folder(tiny_v, tmp_path):
+    bb = load_backbone(save_pipeline(tiny_v, tmp_path / "v"), device="cpu")
+    assert bb.prediction_type == "v_prediction"
+
+
+def test_missing_hub_model_offline_is_one_clear_error():
+    t = time.time()
+    with pytest.raises(
+        ModelNotAvailableError,
+        match=r"not available offline.*huggingface-cli download nobody/no-such-model",
+    ):
+        load_backbone("nobody/no-such-model", device="cpu")
+    assert time.time() - t < 30
+
+
+def test_preset_for_hub_model_offline():
+    with pytest.raises(ModelNotAvailableError, match="stable-diffusion-v1-5"):
+        load_backbone("sd15", device="cpu")
+
+
+def test_bad_model_names(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="not a preset"):
+        load_backbone("tiny-randum")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailableError, match="no model_index.json"):
+        load_backbone(tmp_path / "empty")
+
+
+def test_bad_device_and_dtype():
+    with pytest.raises(ConfigError, match="CUDA is not available|not a torch device"):
+        load_backbone("tiny-random", device="cuda" if not torch.cuda.is_available() else "nonsense")
+    with pytest.raises(ConfigError, match="dtype 'float8' is unknown"):
+        load_backbone("tiny-random", dtype="float8")
+
+
+def test_half_precision_backbone_keeps_vae_float32():
+    bb = load_backbone("tiny-random", device="cpu", dtype="bfloat16")
+    assert bb.dtype == torch.bfloat16 and bb.vae.dtype == torch.float32
+    assert torch.isfinite(_out(bb)).all()
