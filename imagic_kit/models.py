@@ -236,38 +236,67 @@ def _not_available(model: str, err: Exception) -> ModelNotAvailableError:
 
 
 def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbone:
-    """Build a random-weight SD-architecture backbone from component configs (deterministic in ``seed``)."""
+    """Build a random-weight SD-architecture backbone from component configs (deterministic in ``seed``).
+
+    ``build`` holds ``unet``, ``vae`` and ``scheduler`` configs, and a text conditioner
+    (``tokenizer`` + ``text_encoder``), an image conditioner (``image_encoder`` +
+    ``feature_extractor``, as SD image variations), or both.
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .tokenizer import build_tokenizer
-
+    comps: dict[str, Any] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(build.get("seed", 0)))
-        tok_cfg = build["tokenizer"]
-        tokenizer = build_tokenizer(tok_cfg["words"], tok_cfg["model_max_length"])
-        te_cfg = CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=tok_cfg["model_max_length"],
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **build["text_encoder"],
-        )
-        text_encoder = CLIPTextModel(te_cfg)
-        vae = AutoencoderKL(**build["vae"])
-        unet = UNet2DConditionModel(**build["unet"])
-    scheduler = DDIMScheduler(**build.get("scheduler", {}))
-    components = dict(
-        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder
-    )
-    return from_components(components, model_id=model_id)
+        if "tokenizer" in build:
+            from transformers import CLIPTextConfig, CLIPTextModel
+
+            from .tokenizer import build_tokenizer
+
+            tok_cfg = build["tokenizer"]
+            tokenizer = build_tokenizer(tok_cfg["words"], tok_cfg["model_max_length"])
+            te_cfg = CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                max_position_embeddings=tok_cfg["model_max_length"],
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **build["text_encoder"],
+            )
+            comps.update(tokenizer=tokenizer, text_encoder=CLIPTextModel(te_cfg))
+        if "image_encoder" in build:
+            from transformers import (
+                CLIPImageProcessor,
+                CLIPVisionConfig,
+                CLIPVisionModelWithProjection,
+            )
+
+            comps["image_encoder"] = CLIPVisionModelWithProjection(
+                CLIPVisionConfig(**build["image_encoder"])
+            )
+            comps["feature_extractor"] = CLIPImageProcessor(**build["feature_extractor"])
+        comps["vae"] = AutoencoderKL(**build["vae"])
+        comps["unet"] = UNet2DConditionModel(**build["unet"])
+    comps["scheduler"] = DDIMScheduler(**build.get("scheduler", {}))
+    return from_components(comps, model_id=model_id)
 
 
 def save_pipeline(bb: Backbone, folder: str | Path) -> Path:
-    """Save a text-conditioned backbone as a standard ``StableDiffusionPipeline`` folder."""
-    from diffusers import StableDiffusionPipeline
+    """Save as a standard ``StableDiffusionPipeline`` folder, or, for an image-conditioned
+    backbone, a ``StableDiffusionImageVariationPipeline`` folder."""
+    from diffusers import StableDiffusionImageVariationPipeline, StableDiffusionPipeline
 
+    if bb.text_encoder is None:
+        pipe = StableDiffusionImageVariationPipeline(
+            vae=bb.vae,
+            image_encoder=bb.image_encoder,
+            unet=bb.unet,
+            scheduler=bb.scheduler,
+            safety_checker=None,
+            feature_extractor=bb.feature_extractor,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(folder))
+        return Path(folder)
     pipe = StableDiffusionPipeline(
         vae=bb.vae,
         text_encoder=bb.text_encoder,

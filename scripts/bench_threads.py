@@ -24,10 +24,16 @@ def worker(threads: int, steps: int) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 128, 128), layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128, 128),
+        layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=16,
     )
     opt = torch.optim.Adam(unet.parameters(), 1e-4)
     x, c = torch.randn(8, 4, 16, 16), torch.randn(8, 16, 64)
@@ -66,7 +72,10 @@ def main() -> int:
     print("|---|---|---|---|")
     for procs, threads in ((1, 1), (1, cores), (2, 1), (2, cores)):
         ms = launch(threads, procs, a.steps)
-        print(f"| {procs} | {threads} | {', '.join(f'{m:.0f}' for m in ms)} | {sum(1000 / m for m in ms):.2f} |", flush=True)
+        print(
+            f"| {procs} | {threads} | {', '.join(f'{m:.0f}' for m in ms)} | {sum(1000 / m for m in ms):.2f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -21,13 +21,20 @@ def main() -> int:
     exe = VENV / ("Scripts/imagic-kit.exe" if sys.platform == "win32" else "bin/imagic-kit")
     out = ROOT / "out" / "quickstart.png"
     cmd = [
-        str(exe), "edit",
-        "--image", str(ROOT / "assets" / "example.png"),
-        "--prompt", "a blue circle on a gray background",
-        "--method", "sdedit",
-        "--model", "tiny-random",
-        "--seed", "0",
-        "--output", str(out),
+        str(exe),
+        "edit",
+        "--image",
+        str(ROOT / "assets" / "example.png"),
+        "--prompt",
+        "a blue circle on a gray background",
+        "--method",
+        "sdedit",
+        "--model",
+        "tiny-random",
+        "--seed",
+        "0",
+        "--output",
+        str(out),
     ]
     print("+", " ".join(cmd), flush=True)
     return subprocess.run(cmd).returncode

@@ -57,7 +57,9 @@ def ensure(extras: list[str]) -> Path:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dev", action="store_true", help="also install the test and lint tools")
     ap.add_argument("--demo", action="store_true", help="also install gradio for the web demo")
     a = ap.parse_args()

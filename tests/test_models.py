@@ -19,7 +19,14 @@ def _out(bb):
 
 def test_presets_exist():
     presets = backbone_presets()
-    for name in ("tiny-random", "tiny-random-v", "sd15", "sd21", "sd-image-variations"):
+    for name in (
+        "tiny-random",
+        "tiny-random-v",
+        "tiny-random-variations",
+        "sd15",
+        "sd21",
+        "sd-image-variations",
+    ):
         assert name in presets
 
 
@@ -81,3 +88,35 @@ def test_half_precision_backbone_keeps_vae_float32():
     bb = load_backbone("tiny-random", device="cpu", dtype="bfloat16")
     assert bb.dtype == torch.bfloat16 and bb.vae.dtype == torch.float32
     assert torch.isfinite(_out(bb)).all()
+
+
+def test_image_conditioned_backbone_builds_saves_and_samples(tmp_path):
+    from diffusers import StableDiffusionImageVariationPipeline
+    from PIL import Image
+
+    from imagic_kit.sampling import ddim_sample
+
+    bb = load_backbone("tiny-random-variations", device="cpu")
+    assert bb.text_encoder is None and bb.image_encoder is not None
+    emb = bb.encode_image_embedding([Image.new("RGB", (64, 64), (220, 40, 40))])
+    assert emb.shape == (1, 1, 32)
+    assert torch.equal(bb.uncond_embedding(), torch.zeros(1, 1, 32))
+    x = bb.randn(bb.latent_shape(1), torch.Generator().manual_seed(0))
+    out = ddim_sample(bb, x, emb, num_inference_steps=4, guidance_scale=3.0)
+    assert torch.isfinite(out).all()
+    folder = save_pipeline(bb, tmp_path / "var")
+    StableDiffusionImageVariationPipeline.from_pretrained(str(folder))  # stock class loads it
+    again = load_backbone(folder, device="cpu")
+    torch.testing.assert_close(
+        again.encode_image_embedding([Image.new("RGB", (64, 64))]),
+        bb.encode_image_embedding([Image.new("RGB", (64, 64))]),
+    )
+
+
+def test_text_method_on_image_model_is_refused(tmp_path, scene_path):
+    from imagic_kit import edit
+    from imagic_kit.errors import ConfigError
+
+    bb = load_backbone("tiny-random-variations", device="cpu")
+    with pytest.raises(ConfigError, match="needs a model with text_encoder"):
+        edit(bb, str(scene_path), "a blue circle", method="sdedit")
