@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import ArtifactMismatchError
+from .imaging import _default_mode
 from .lora import LoraSpec, read_lora, save_lora
 
 FORMAT_VERSION = 1
@@ -128,6 +129,7 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

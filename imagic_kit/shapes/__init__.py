@@ -1,0 +1,37 @@
+"""The shapes world: renderer, captions and oracle (DESIGN.md section 5)."""
+
+from .oracle import Reading, dilate, read
+from .world import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    SIZE,
+    VOCABULARY,
+    Scene,
+    all_captions,
+    caption,
+    parse_caption,
+    random_scene,
+    random_scenes,
+    render,
+    render_batch,
+)
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLOURS",
+    "SHAPES",
+    "SIZE",
+    "VOCABULARY",
+    "Reading",
+    "Scene",
+    "all_captions",
+    "caption",
+    "dilate",
+    "parse_caption",
+    "random_scene",
+    "random_scenes",
+    "read",
+    "render",
+    "render_batch",
+]

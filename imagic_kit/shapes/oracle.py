@@ -1,0 +1,166 @@
+"""The oracle: read shape, colour, background, bounding box and object mask back from any 64x64 image.
+
+Works on rendered scenes and on model outputs (blurry, off-colour):
+
+1. background: nearest background colour to the median of the image border;
+2. object pixels: pixels closer to some object colour than to that background colour; the object
+   colour is the one most such pixels are nearest to, and the mask is the largest 4-connected
+   component of pixels nearest to it (stray texture pixels drop out);
+3. shape: the best intersection-over-union between the mask and each shape's template drawn in the
+   mask's bounding box; colour: nearest palette colour of the median of the mask's core;
+4. "no object" when the mask is smaller than a third of the smallest object's area.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .world import BACKGROUNDS, COLOURS, MIN_SIDE, SHAPES, shape_coverage
+
+_OBJ = np.array(list(COLOURS.values()), np.float32)  # [4, 3]
+_BG = np.array(list(BACKGROUNDS.values()), np.float32)  # [3, 3]
+MIN_AREA = MIN_SIDE * MIN_SIDE // 2 // 3  # a third of the smallest triangle
+
+
+@dataclass
+class Reading:
+    """What the oracle reads. ``shape``/``colour`` are None when no object is found."""
+
+    shape: str | None
+    colour: str | None
+    background: str
+    centre: tuple[float, float] | None  # bounding-box centre (x, y), pixel-edge coordinates
+    side: float | None  # max(bbox width, bbox height)
+    mask: np.ndarray  # bool [H, W]
+    shape_score: float = 0.0  # IoU with the best template
+
+    @property
+    def found(self) -> bool:
+        return self.shape is not None
+
+    def attributes(self) -> dict[str, str | None]:
+        return {"shape": self.shape, "colour": self.colour, "background": self.background}
+
+
+def _as_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an RGB image [H, W, 3], got shape {a.shape}")
+    return a
+
+
+def _largest_component(m: np.ndarray) -> np.ndarray:
+    h, w = m.shape
+    seen = np.zeros_like(m, dtype=bool)
+    best: list[tuple[int, int]] = []
+    for y0, x0 in zip(*np.nonzero(m)):
+        if seen[y0, x0]:
+            continue
+        comp, q = [], deque([(y0, x0)])
+        seen[y0, x0] = True
+        while q:
+            y, x = q.popleft()
+            comp.append((y, x))
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and m[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    q.append((ny, nx))
+        if len(comp) > len(best):
+            best = comp
+    out = np.zeros_like(m, dtype=bool)
+    if best:
+        ys, xs = zip(*best)
+        out[list(ys), list(xs)] = True
+    return out
+
+
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation with a (2r+1) square (numpy only)."""
+    out = mask.copy()
+    for _ in range(r):
+        m = out.copy()
+        m[1:, :] |= out[:-1, :]
+        m[:-1, :] |= out[1:, :]
+        m[:, 1:] |= out[:, :-1]
+        m[:, :-1] |= out[:, 1:]
+        m[1:, 1:] |= out[:-1, :-1]
+        m[:-1, :-1] |= out[1:, 1:]
+        m[1:, :-1] |= out[:-1, 1:]
+        m[:-1, 1:] |= out[1:, :-1]
+        out = m
+    return out
+
+
+def erode(mask: np.ndarray, r: int) -> np.ndarray:
+    return ~dilate(~mask, r)
+
+
+def nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
+    names = list(palette)
+    d = ((np.array(list(palette.values()), np.float32) - colour) ** 2).sum(-1)
+    return names[int(d.argmin())]
+
+
+def read(image) -> Reading:
+    """Read a scene back from an RGB image (PIL or array [H, W, 3] in 0..255)."""
+    a = _as_array(image)
+    h, w, _ = a.shape
+    border = np.concatenate(
+        [
+            a[:2].reshape(-1, 3),
+            a[-2:].reshape(-1, 3),
+            a[:, :2].reshape(-1, 3),
+            a[:, -2:].reshape(-1, 3),
+        ]
+    )
+    bg_name = nearest(np.median(border, 0), BACKGROUNDS)
+    bg = np.array(BACKGROUNDS[bg_name], np.float32)
+    d_obj = ((a[:, :, None, :] - _OBJ) ** 2).sum(-1)  # [H, W, 4]
+    d_bg = ((a - bg) ** 2).sum(-1)
+    nearest_obj = d_obj.argmin(-1)
+    is_obj = d_obj.min(-1) < d_bg
+    empty = np.zeros((h, w), bool)
+    if is_obj.sum() < MIN_AREA:
+        return Reading(None, None, bg_name, None, None, empty)
+    counts = np.bincount(nearest_obj[is_obj], minlength=len(COLOURS))
+    k = int(counts.argmax())
+    mask = _largest_component(is_obj & (nearest_obj == k))
+    if mask.sum() < MIN_AREA:
+        return Reading(None, None, bg_name, None, None, empty)
+    # background again, now from everything outside the (dilated) object
+    outside = ~dilate(mask, 2)
+    if outside.sum() > 50:
+        bg_name = nearest(np.median(a[outside], 0), BACKGROUNDS)
+    ys, xs = np.nonzero(mask)
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    bw, bh = x1 - x0, y1 - y0
+    best, best_iou = SHAPES[0], -1.0
+    for shape in SHAPES:
+        # templates are drawn in the bbox (an ellipse / rectangle / triangle of the bbox's aspect)
+        t = _template(shape, x0, y0, bw, bh, h, w)
+        iou = float((t & mask).sum() / max((t | mask).sum(), 1))
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    core = erode(mask, 1)
+    pix = a[core] if core.sum() >= 10 else a[mask]
+    colour = nearest(np.median(pix, 0), COLOURS)
+    return Reading(
+        best, colour, bg_name, ((x0 + x1) / 2, (y0 + y1) / 2), float(max(bw, bh)), mask, best_iou
+    )
+
+
+def _template(shape: str, x0: int, y0: int, bw: int, bh: int, h: int, w: int) -> np.ndarray:
+    side = max(bw, bh)
+    cov = shape_coverage(shape, 0, 0, side, size=side, ss=2)
+    img = Image.fromarray((cov * 255).astype(np.uint8), "L").resize(
+        (bw, bh), Image.Resampling.BILINEAR
+    )
+    out = np.zeros((h, w), bool)
+    out[y0 : y0 + bh, x0 : x0 + bw] = np.asarray(img) >= 128
+    return out
