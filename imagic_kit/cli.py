@@ -1,4 +1,4 @@
-"""The ``imagic-kit`` command line: edit | list | show-config | recipe.
+"""The ``imagic-kit`` command line: edit | list | show-config | bench | recipe.
 
 User mistakes print one line on stderr (``imagic-kit: error: ...``) and exit with status 2;
 no traceback. Set ``IMAGIC_KIT_DEBUG=1`` to see tracebacks.
@@ -116,6 +116,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--yaml", action="store_true", help="print only key: value lines (a preset file)"
     )
+
+    b = sub.add_parser(
+        "bench",
+        help="benchmark methods on a shapes-world edit suite",
+        description="Run methods (with presets and sweeps) over an edit suite; resumable.",
+    )
+    b.add_argument(
+        "--suite", default="quick", help="quick (12 edits), full (48) or a suite JSON file"
+    )
+    b.add_argument(
+        "--suite-seed", type=int, default=0, help="seed that generates quick/full suites"
+    )
+    b.add_argument("--methods", default="sdedit,ddim", help="comma list of METHOD or METHOD@PRESET")
+    b.add_argument("--model", default="tiny-shapes", help="backbone (default: tiny-shapes)")
+    b.add_argument(
+        "--out", required=True, help="output folder (results.csv, summary.md, plots, index.html)"
+    )
+    b.add_argument("--seed", type=int, default=0, help="seed of every edit")
+    b.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep a config field (repeatable)",
+    )
+    b.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field for every method that has it",
+    )
+    b.add_argument("--limit", type=int, help="only the first N edits")
+    b.add_argument("--device")
+    b.add_argument("--dtype")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--quiet", "-q", action="store_true")
 
     r = sub.add_parser("recipe", help="print the recipe stored in an output PNG")
     r.add_argument("png")
@@ -236,6 +273,38 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench.report import write_report
+    from .bench.runner import parse_methods, parse_sweep, run_benchmark
+    from .bench.suites import load_suite
+    from .config import parse_set_args
+    from .models import load_backbone
+    from .threads import configure_threads
+
+    methods = parse_methods(args.methods)
+    sweep = parse_sweep(args.sweep)
+    overrides = parse_set_args(args.set)
+    suite = load_suite(args.suite, args.suite_seed)
+    configure_threads(args.threads)
+    backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
+    rows = run_benchmark(
+        backbone,
+        suite,
+        methods,
+        args.out,
+        seed=args.seed,
+        sweep=sweep,
+        overrides=overrides,
+        progress=not args.quiet,
+        limit=args.limit,
+    )
+    title = f"{suite.get('name', args.suite)} suite on {backbone.model_id} ({backbone.device})"
+    paths = write_report(rows, suite, args.out, title)
+    print(Path(paths["summary"]).read_text().split("\n\nSuccess by")[0])
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
@@ -257,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "edit": cmd_edit,
         "list": cmd_list,
         "show-config": cmd_show_config,
+        "bench": cmd_bench,
         "recipe": cmd_recipe,
     }
     try:

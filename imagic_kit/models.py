@@ -113,6 +113,8 @@ def load_backbone(
         spec = read_preset(model)
         if "build" in spec:
             bb = build_from_config(spec["build"], model_id=model)
+        elif "embedded" in spec:
+            bb = load_embedded(spec["embedded"], dtype=dt)
         elif "model" in spec:
             bb = _from_pretrained(
                 spec["model"],
@@ -142,6 +144,36 @@ def place(bb: Backbone, device: torch.device, dtype: torch.dtype) -> Backbone:
             m.to(dtype=want)
     bb._uncond_cache.clear()
     return bb.freeze()
+
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "models"
+
+
+def embedded_path(name: str, part: str = "text2img") -> Path:
+    """Folder of an embedded model's part: ``text2img`` (StableDiffusionPipeline),
+    ``variations`` (StableDiffusionImageVariationPipeline) or ``clip`` (CLIPModel)."""
+    return EMBEDDED_DIR / name / part
+
+
+def load_embedded(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
+    """The embedded model: text-to-image components plus the variations model's image encoder."""
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    text2img, variations = embedded_path(name), embedded_path(name, "variations")
+    if (
+        not (text2img / "model_index.json").is_file()
+        or not (variations / "model_index.json").is_file()
+    ):
+        raise ModelNotAvailableError(
+            f"the embedded model {name!r} is not in this install ({text2img.parent}); "
+            "reinstall imagic-kit, or train it with `python scripts/train_tiny_shapes.py all`"
+        )
+    bb = _from_pretrained(str(text2img), revision=None, local_files_only=True, dtype=dtype)
+    bb.image_encoder = CLIPVisionModelWithProjection.from_pretrained(variations / "image_encoder")
+    bb.feature_extractor = CLIPImageProcessor.from_pretrained(variations / "feature_extractor")
+    bb.model_id = name
+    bb.extras["clip_path"] = str(embedded_path(name, "clip"))
+    return bb
 
 
 def _looks_like_hub_id(s: str) -> bool:

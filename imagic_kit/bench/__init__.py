@@ -1,0 +1,1 @@
+"""The editing benchmark on the shapes world: suites, per-edit metrics, runner and reports."""

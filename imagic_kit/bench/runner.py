@@ -1,0 +1,223 @@
+"""Run methods (with presets and sweeps) over a suite; resumable; one CSV row per edit and setting.
+
+Rows are appended to ``results.csv`` as edits finish, so an interrupted run keeps its work and a
+rerun skips what is done. Fits are reused across sample-stage sweep values (only a change of a
+fit-stage field refits), exactly as ``edit(artifacts=...)`` does for users.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..api import edit
+from ..artifacts import Fit
+from ..config import field_infos, parse_value, to_dict
+from ..errors import ConfigError
+from ..imaging import save_png
+from ..progress import ProgressOptions
+from ..registry import get_method, make_config
+from .metrics import ClipScorer, evaluate_edit
+from .suites import source_image
+
+FIELDS = [
+    "label",
+    "method",
+    "preset",
+    "sweep",
+    "edit_id",
+    "kind",
+    "prompt",
+    "seed",
+    "success",
+    "target_ok",
+    "shape_ok",
+    "colour_ok",
+    "background_ok",
+    "position_ok",
+    "size_ok",
+    "background_kept",
+    "background_psnr",
+    "centre_shift",
+    "side_change",
+    "leakage",
+    "leaked",
+    "read_shape",
+    "read_colour",
+    "read_background",
+    "clip_score",
+    "fit_s",
+    "sample_s",
+    "fit_reused",
+    "peak_mem_mb",
+    "device",
+    "image",
+]
+
+
+def parse_methods(spec: str) -> list[tuple[str, str | None]]:
+    """``"sdedit,imagic@fast"`` -> ``[("sdedit", None), ("imagic", "fast")]`` (validated)."""
+    out = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        name, _, preset = item.partition("@")
+        make_config(name, None, preset or None)  # raises on unknown method or preset
+        out.append((name, preset or None))
+    if not out:
+        raise ConfigError("--methods is empty; e.g. --methods sdedit,ddim")
+    return out
+
+
+def parse_sweep(items: list[str]) -> dict[str, list[str]]:
+    sweep: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise ConfigError(
+                f"--sweep {item!r}: expected key=v1,v2,..., e.g. --sweep guidance_scale=3,5,7"
+            )
+        sweep[key.strip()] = vals
+    return sweep
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _label(method: str, preset: str | None) -> str:
+    return f"{method}@{preset}" if preset else method
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_benchmark(
+    backbone,
+    suite: dict[str, Any],
+    methods: list[tuple[str, str | None]],
+    out: str | Path,
+    *,
+    seed: int = 0,
+    sweep: dict[str, list[str]] | None = None,
+    overrides: dict[str, str] | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (method, sweep setting) on every edit of ``suite``; returns all rows (old and new)."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    results = out / "results.csv"
+    done = {(r["label"], r["sweep"], r["edit_id"]) for r in read_results(results)}
+    clip_path = backbone.extras.get("clip_path")
+    clip = ClipScorer(clip_path) if clip_path else None
+    sweep = sweep or {}
+    overrides = overrides or {}
+    edits = suite["edits"][:limit] if limit else suite["edits"]
+    plans = []
+    for method, preset in methods:
+        spec = get_method(method)
+        infos = {i.name: i for i in field_infos(spec.config_cls)}
+        keys = [k for k in sweep if k in infos]  # a sweep key applies to the methods that have it
+        combos = [
+            dict(zip(keys, vals)) for vals in itertools.product(*(sweep[k] for k in keys))
+        ] or [{}]
+        for combo in combos:
+            cfg = make_config(method, None, preset, **overrides, **combo)
+            sweep_label = json.dumps(
+                {k: parse_value(infos[k], v) for k, v in combo.items()}, sort_keys=True
+            )
+            plans.append((method, preset, spec, cfg, sweep_label))
+    unknown = [
+        k
+        for k in sweep
+        if not any(k in {i.name for i in field_infos(p[2].config_cls)} for p in plans)
+    ]
+    if unknown:
+        raise ConfigError(
+            f"--sweep key(s) {', '.join(unknown)} belong to none of the methods benchmarked"
+        )
+    total = len(plans) * len(edits)
+    bar = ProgressOptions(enabled=progress)(total, "bench")
+    new_file = not results.is_file()
+    with results.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        for e in edits:
+            src = source_image(e)
+            src_path = out / "images" / "inputs" / f"{e['id']}.png"
+            if not src_path.exists():
+                save_png(src, src_path, {"suite": suite.get("name"), "edit": e["id"]})
+            fits: dict[tuple[str, str], tuple[Fit, float]] = {}
+            for method, preset, spec, cfg, sweep_label in plans:
+                label = _label(method, preset)
+                if (label, sweep_label, e["id"]) in done:
+                    bar.update()
+                    continue
+                fit_key = (label, json.dumps(to_dict(cfg, "fit"), sort_keys=True, default=str))
+                cached = fits.get(fit_key)
+                if backbone.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(backbone.device)
+                r = edit(
+                    backbone,
+                    src,
+                    e["prompt"],
+                    method=method,
+                    config=cfg,
+                    source_prompt=e.get("source_prompt")
+                    if spec.source_prompt != "unused"
+                    else None,
+                    seed=seed,
+                    artifacts=cached[0] if cached else None,
+                    progress=False,
+                )
+                if cached is None:
+                    fits[fit_key] = (r.fit, r.timings["fit_s"])
+                img_path = out / "images" / _safe(label) / _safe(sweep_label) / f"{e['id']}.png"
+                r.save(img_path)
+                m = evaluate_edit(src, r.image, e["target"], e["changes"])
+                row = {
+                    "label": label,
+                    "method": method,
+                    "preset": preset or "",
+                    "sweep": sweep_label,
+                    "edit_id": e["id"],
+                    "kind": e.get("kind", ""),
+                    "prompt": e["prompt"],
+                    "seed": seed,
+                    **m,
+                    "clip_score": round(clip(r.image, e["prompt"]), 4) if clip else "",
+                    "fit_s": round(cached[1] if cached else r.timings["fit_s"], 3),
+                    "sample_s": round(r.timings["sample_s"], 3),
+                    "fit_reused": cached is not None,
+                    "peak_mem_mb": round(_peak_mb(backbone.device), 1),
+                    "device": str(backbone.device),
+                    "image": str(img_path.relative_to(out)),
+                }
+                writer.writerow(row)
+                f.flush()
+                bar.update(success=int(m["success"]))
+    bar.close()
+    return read_results(results)
+
+
+def _safe(s: str) -> str:
+    """A folder name for a label or a sweep setting (letters, digits, '.', '_', '-', '=')."""
+    if s in ("{}", ""):
+        return "default"
+    s = s.strip("{}").replace('"', "").replace(": ", "=").replace(", ", "_").replace("@", "-")
+    return "".join(c if c.isalnum() or c in "._-=" else "_" for c in s)

@@ -1,0 +1,107 @@
+"""Edit suites: source scenes, captions, targets and the kind of each edit, generated from a seed.
+
+A suite is a JSON file (and may be written by hand)::
+
+    {"name": "quick", "seed": 0, "edits": [
+        {"id": "colour-00", "kind": "colour",
+         "scene": {"shape": "circle", "colour": "red", "background": "gray", "x0": 12, "y0": 20,
+                   "side": 26, "texture_seed": 123},          # or "image": "path/to/input.png"
+         "source_prompt": "a red circle on a gray background",
+         "prompt": "a blue circle on a gray background",
+         "target": {"shape": "circle", "colour": "blue", "background": "gray"},
+         "changes": ["colour"]}, ...]}
+
+Kinds: ``colour``, ``shape``, ``background`` and ``two`` (two attributes at once). The quick suite
+has 3 edits per kind (12), the full suite 12 per kind (48). Targets always name the background so
+the prompt says what to keep as well as what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConfigError
+from ..shapes import BACKGROUNDS, COLOURS, SHAPES, Scene, caption, random_scene, render
+
+KINDS = ("colour", "shape", "background", "two")
+ATTRS = {"shape": SHAPES, "colour": tuple(COLOURS), "background": tuple(BACKGROUNDS)}
+SIZES = {"quick": 3, "full": 12}
+
+
+def _pick_other(rng: np.random.Generator, attr: str, current: str) -> str:
+    options = [v for v in ATTRS[attr] if v != current]
+    return str(options[int(rng.integers(len(options)))])
+
+
+def make_suite(name: str = "quick", seed: int = 0, per_kind: int | None = None) -> dict[str, Any]:
+    """Generate a suite: ``per_kind`` edits of each kind (3 for "quick", 12 for "full")."""
+    per_kind = per_kind or SIZES.get(name)
+    if per_kind is None:
+        raise ConfigError(f"unknown suite size {name!r}; use quick, full, or pass per_kind")
+    rng = np.random.default_rng(seed)
+    edits = []
+    for kind in KINDS:
+        for i in range(per_kind):
+            scene = random_scene(rng)
+            if kind == "two":
+                changes = sorted(rng.choice(list(ATTRS), size=2, replace=False).tolist())
+            else:
+                changes = [kind]
+            target = {"shape": scene.shape, "colour": scene.colour, "background": scene.background}
+            for attr in changes:
+                target[attr] = _pick_other(rng, attr, target[attr])
+            edits.append(
+                {
+                    "id": f"{kind}-{i:02d}",
+                    "kind": kind,
+                    "scene": asdict(scene),
+                    "source_prompt": scene.caption(),
+                    "prompt": caption(target["shape"], target["colour"], target["background"]),
+                    "target": target,
+                    "changes": changes,
+                }
+            )
+    return {"name": name, "seed": seed, "version": 1, "edits": edits}
+
+
+def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
+    """``"quick"`` / ``"full"`` (generated from ``seed``) or a path to a suite JSON file."""
+    if str(spec) in SIZES:
+        return make_suite(str(spec), seed)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(
+            f"suite {spec!r} is neither 'quick', 'full' nor a JSON file; check the path"
+        )
+    try:
+        suite = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"suite file '{path}' is not valid JSON ({e})") from None
+    for k, e in enumerate(suite.get("edits", [])):
+        missing = [f for f in ("id", "prompt", "target", "changes") if f not in e]
+        if missing or ("scene" not in e and "image" not in e):
+            raise ConfigError(
+                f"suite '{path}' edit {k}: missing {', '.join(missing) or 'scene or image'}"
+            )
+        if "image" in e and not Path(e["image"]).is_absolute():
+            e["image"] = str((path.parent / e["image"]).resolve())
+    return suite
+
+
+def source_image(edit: dict[str, Any]) -> Image.Image:
+    if "scene" in edit:
+        return render(Scene(**edit["scene"]))[0]
+    return Image.open(edit["image"]).convert("RGB")
+
+
+def save_suite(suite: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(suite, indent=1) + "\n")
+    return path

@@ -1,0 +1,87 @@
+"""Benchmark metrics on crafted images, and deterministic suites."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imagic_kit.bench.metrics import evaluate_edit
+from imagic_kit.bench.suites import KINDS, load_suite, make_suite, save_suite, source_image
+from imagic_kit.shapes import Scene, render
+
+SRC = Scene("circle", "red", "gray", x0=16, y0=18, side=26, texture_seed=11)
+TARGET = {"shape": "circle", "colour": "blue", "background": "gray"}
+
+
+def test_perfect_edit_passes():
+    out = render(SRC.with_(colour="blue"))[0]
+    m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
+    assert (
+        m["success"]
+        and m["target_ok"]
+        and m["position_ok"]
+        and m["size_ok"]
+        and m["background_kept"]
+    )
+    assert not m["leakage"] and m["background_psnr"] > 40
+
+
+def test_moved_object_fails():
+    out = render(SRC.with_(colour="blue", x0=SRC.x0 + 8))[0]
+    m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
+    assert m["target_ok"] and not m["position_ok"] and not m["success"]
+
+
+def test_resized_object_fails():
+    out = render(SRC.with_(colour="blue", side=34))[0]
+    m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
+    assert not m["size_ok"] and not m["success"]
+
+
+def test_regenerated_background_fails_when_it_should_be_kept():
+    out = render(SRC.with_(colour="blue", texture_seed=999))[0]
+    m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
+    assert (
+        m["target_ok"]
+        and m["background_kept"] is False
+        and not m["success"]
+        and m["background_psnr"] < 25
+    )
+    # ... but not when the edit changes the background
+    bg_target = {"shape": "circle", "colour": "red", "background": "white"}
+    out2 = render(SRC.with_(background="white", texture_seed=999))[0]
+    m2 = evaluate_edit(render(SRC)[0], out2, bg_target, ["background"])
+    assert m2["success"] and m2["background_kept"] is None
+
+
+def test_leaked_colour_is_counted():
+    out = np.asarray(render(SRC)[0])  # nothing changed: the source colour leaks
+    m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
+    assert m["leakage"] and m["leaked"] == "colour" and not m["success"]
+
+
+def test_empty_output_fails():
+    empty = render(SRC)[0].copy()
+    arr = np.asarray(empty).copy()
+    arr[:] = (128, 128, 128)
+    m = evaluate_edit(render(SRC)[0], arr, TARGET, ["colour"])
+    assert not m["success"] and m["read_shape"] is None
+
+
+def test_suites_are_deterministic_and_cover_kinds(tmp_path):
+    a, b = make_suite("quick", seed=3), make_suite("quick", seed=3)
+    assert a == b and a != make_suite("quick", seed=4)
+    assert len(a["edits"]) == 12 and len(make_suite("full")["edits"]) == 48
+    assert [e["kind"] for e in a["edits"]] == [k for k in KINDS for _ in range(3)]
+    for e in make_suite("full")["edits"]:
+        src = Scene(**e["scene"])
+        changed = [
+            k for k in ("shape", "colour", "background") if getattr(src, k) != e["target"][k]
+        ]
+        assert changed == sorted(e["changes"]) or sorted(changed) == sorted(e["changes"])
+        assert len(changed) == (2 if e["kind"] == "two" else 1)
+    path = save_suite(a, tmp_path / "s.json")
+    assert load_suite(path) == a
+    assert np.array_equal(
+        np.asarray(source_image(a["edits"][0])),
+        np.asarray(render(Scene(**a["edits"][0]["scene"]))[0]),
+    )

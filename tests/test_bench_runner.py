@@ -1,0 +1,79 @@
+"""The benchmark runner: files written, resumable, sweeps reuse fits, errors for bad specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagic_kit.bench.report import write_report
+from imagic_kit.bench.runner import parse_methods, parse_sweep, read_results, run_benchmark
+from imagic_kit.bench.suites import make_suite
+from imagic_kit.cli import main
+from imagic_kit.errors import ConfigError
+
+
+def test_runner_writes_rows_reports_and_resumes(tiny, tmp_path):
+    suite = make_suite("quick", seed=1)
+    methods = parse_methods("sdedit,ddim@fast")
+    kw = dict(
+        sweep=parse_sweep(["guidance_scale=2,4"]),
+        overrides={"num_inference_steps": "4"},
+        progress=False,
+        limit=2,
+    )
+    rows = run_benchmark(tiny, suite, methods, tmp_path, **kw)
+    assert len(rows) == 2 * 2 * 2  # methods x sweep values x edits
+    ddim = [r for r in rows if r["label"] == "ddim@fast"]
+    assert sorted(r["fit_reused"] for r in ddim) == [
+        "False",
+        "False",
+        "True",
+        "True",
+    ]  # sample-stage sweep reuses
+    assert all((tmp_path / r["image"]).is_file() for r in rows)
+    again = run_benchmark(tiny, suite, methods, tmp_path, **kw)  # resumes: nothing new
+    assert len(again) == len(rows) == len(read_results(tmp_path / "results.csv"))
+    paths = write_report(again, suite, tmp_path, "test")
+    text = paths["summary"].read_text()
+    assert "| sdedit |" in text and "| ddim@fast |" in text
+    assert (tmp_path / "index.html").read_text().count("<tr>") == 1 + len(suite["edits"])
+
+
+def test_bad_specs_are_rejected(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="unknown method"):
+        parse_methods("sdedit,nope")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        parse_methods("sdedit@nope")
+    with pytest.raises(ConfigError, match="key=v1,v2"):
+        parse_sweep(["guidance_scale"])
+    with pytest.raises(ConfigError, match="belong to none"):
+        run_benchmark(
+            tiny,
+            make_suite("quick"),
+            parse_methods("sdedit"),
+            tmp_path,
+            sweep={"rank": ["1"]},
+            progress=False,
+        )
+
+
+def test_bench_cli(capsys, tmp_path):
+    code = main(
+        [
+            "bench",
+            "--suite",
+            "quick",
+            "--methods",
+            "sdedit",
+            "--model",
+            "tiny-random",
+            "--out",
+            str(tmp_path),
+            "--limit",
+            "1",
+            "--set",
+            "num_inference_steps=3",
+            "-q",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "| sdedit |" in out and (tmp_path / "summary.md").is_file()
