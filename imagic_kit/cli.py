@@ -299,6 +299,8 @@ def cmd_bench(args) -> int:
         limit=args.limit,
     )
     title = f"{suite.get('name', args.suite)} suite on {backbone.model_id} ({backbone.device})"
+    if backbone.extras.get("timing_only"):
+        title += " - timing only: random weights, the quality columns are meaningless"
     paths = write_report(rows, suite, args.out, title)
     print(Path(paths["summary"]).read_text().split("\n\nSuccess by")[0])
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")

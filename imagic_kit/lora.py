@@ -39,17 +39,31 @@ class LoraSpec:
 
 
 def add_lora(
-    unet: torch.nn.Module, spec: LoraSpec, adapter_name: str = ADAPTER
+    unet: torch.nn.Module,
+    spec: LoraSpec,
+    adapter_name: str = ADAPTER,
+    generator: torch.Generator | None = None,
 ) -> list[torch.nn.Parameter]:
-    """Freeze the UNet, inject a LoRA adapter, return its parameters (cast to float32, trainable)."""
+    """Freeze the UNet, inject a LoRA adapter, return its parameters (float32, trainable).
+
+    The down-projections are re-drawn from ``generator`` (a CPU generator; seed 0 when None) with
+    peft's "gaussian" init, N(0, 1/rank), and the up-projections are zero: the adapter starts as
+    the identity and the same seed gives the same adapter on any device.
+    """
     unet.requires_grad_(False)
     unet.add_adapter(spec.peft_config(), adapter_name=adapter_name)
     if hasattr(unet, "set_adapter"):
         unet.set_adapter(adapter_name)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
     params = []
     for name, p in unet.named_parameters():
         if "lora_" in name and f".{adapter_name}." in name:
             p.data = p.data.float()
+            with torch.no_grad():
+                if "lora_A" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) / spec.rank)
+                elif "lora_B" in name:
+                    p.zero_()
             p.requires_grad_(True)
             params.append(p)
     if not params:

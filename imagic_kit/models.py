@@ -125,6 +125,7 @@ def load_backbone(
             bb.model_id = model if spec["model"] == model else f"{model} ({spec['model']})"
         else:
             raise ConfigError(f"backbone preset {model!r} has neither 'model' nor 'build'")
+        bb.extras["timing_only"] = bool(spec.get("timing_only", False))
     elif isinstance(model, str) and _looks_like_hub_id(model):
         bb = _from_pretrained(model, revision=revision, local_files_only=local_files_only, dtype=dt)
     else:
@@ -286,14 +287,15 @@ def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbon
 
             tok_cfg = build["tokenizer"]
             tokenizer = build_tokenizer(tok_cfg["words"], tok_cfg["model_max_length"])
-            te_cfg = CLIPTextConfig(
+            te_kwargs = dict(
                 vocab_size=len(tokenizer),
                 max_position_embeddings=tok_cfg["model_max_length"],
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
-                **build["text_encoder"],
             )
+            te_kwargs.update(build["text_encoder"])  # e.g. SD's real vocab_size, for timing
+            te_cfg = CLIPTextConfig(**te_kwargs)
             comps.update(tokenizer=tokenizer, text_encoder=CLIPTextModel(te_cfg))
         if "image_encoder" in build:
             from transformers import (

@@ -17,11 +17,18 @@ from imagic_kit.errors import ArtifactMismatchError, ConfigError
 QUICK = {
     "sdedit": {"num_inference_steps": 6},
     "ddim": {"num_inference_steps": 6},
+    "imagic": {
+        "embedding_steps": 4,
+        "finetune_steps": 4,
+        "num_inference_steps": 4,
+        "batch_size": 2,
+    },
 }
 #: A sample-stage change that must reuse the fit, per method.
 SAMPLE_CHANGE = {
     "sdedit": {"guidance_scale": 3.0},
     "ddim": {"guidance_scale": 3.0},
+    "imagic": {"eta": 1.0, "guidance_scale": 5.0},
 }
 
 

@@ -120,3 +120,34 @@ def test_text_method_on_image_model_is_refused(tmp_path, scene_path):
     bb = load_backbone("tiny-random-variations", device="cpu")
     with pytest.raises(ConfigError, match="needs a model with text_encoder"):
         edit(bb, str(scene_path), "a blue circle", method="sdedit")
+
+
+@pytest.mark.parametrize("preset", ["sd15-random", "sd-image-variations-random"])
+def test_timing_presets_have_the_real_architecture(preset):
+    """Built on the meta device (no memory): parameter counts match the published models."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    from imagic_kit.models import read_preset
+
+    build = read_preset(preset)["build"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**build["unet"])
+        vae = AutoencoderKL(**build["vae"])
+        if "text_encoder" in build:
+            cond = CLIPTextModel(
+                CLIPTextConfig(max_position_embeddings=77, **build["text_encoder"])
+            )
+            expected = 123.06e6
+        else:
+            cond = CLIPVisionModelWithProjection(CLIPVisionConfig(**build["image_encoder"]))
+            expected = 303.97e6
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(unet) == pytest.approx(859.52e6, rel=1e-3)
+    assert count(vae) == pytest.approx(83.65e6, rel=1e-3)
+    assert count(cond) == pytest.approx(expected, rel=1e-3)

@@ -32,7 +32,7 @@ class SDEditConfig:
     num_inference_steps: int = num_inference_steps(50)
     guidance_scale: float = guidance_scale(7.5)
     num_images_per_prompt: int = num_images_per_prompt(1)
-    eta: float = ddim_eta(0.0)
+    ddim_eta: float = ddim_eta(0.0)
 
 
 def fit(backbone, inputs, config: SDEditConfig, generator, progress) -> Fit:
@@ -53,7 +53,7 @@ def sample(backbone, fit: Fit, inputs, config: SDEditConfig, generator, progress
         num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale,
         strength=config.strength,
-        eta=config.eta,
+        eta=config.ddim_eta,
         generator=generator,
         progress=progress,
     )

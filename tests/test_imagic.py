@@ -1,0 +1,194 @@
+"""Imagic specifics: fine-tuning modes, interpolation, precision, exported LoRA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from imagic_kit import edit, load_backbone
+from imagic_kit.errors import NonFiniteLossError
+
+FAST = {"embedding_steps": 6, "finetune_steps": 6, "num_inference_steps": 4, "batch_size": 2}
+
+
+def px(img):
+    return np.asarray(img, dtype=np.int16)
+
+
+def _unet_state(bb):
+    return {k: v.clone() for k, v in bb.unet.state_dict().items()}
+
+
+def test_embedding_moves_and_interpolation_matters(tiny, scene_path):
+    r = edit(
+        tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
+    )
+    e_tgt, e_opt = r.fit.tensors["e_tgt"], r.fit.tensors["e_opt"]
+    assert e_tgt.dtype == e_opt.dtype == torch.float32 and not torch.allclose(e_tgt, e_opt)
+    assert r.fit.lora is not None and r.fit.lora_spec.rank == 8
+    r0 = edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        artifacts=r.fit,
+        **FAST,
+        eta=0.0,
+    )
+    r1 = edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        artifacts=r.fit,
+        **FAST,
+        eta=1.0,
+    )
+    assert not np.array_equal(px(r0.image), px(r1.image))
+
+
+def test_backbone_is_unchanged_after_lora_and_full_fits(tiny, scene_path, tmp_path):
+    before = _unet_state(tiny)
+    edit(tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST)
+    r = edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        finetune="full",
+        finetune_lr=1e-3,
+        save_artifacts=tmp_path / "full",
+        **FAST,
+    )
+    after = _unet_state(tiny)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in tiny.unet.parameters())
+    assert (tmp_path / "full" / "unet.safetensors").is_file() and r.fit.unet_state is not None
+    reused = edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        finetune="full",
+        finetune_lr=1e-3,
+        artifacts=tmp_path / "full",
+        **FAST,
+    )
+    assert np.array_equal(px(reused.image), px(r.image))
+    assert all(torch.equal(before[k], v) for k, v in _unet_state(tiny).items())
+
+
+def test_finetune_none_is_embedding_only(tiny, scene_path):
+    r = edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        finetune="none",
+        **FAST,
+    )
+    assert r.fit.lora is None and r.fit.unet_state is None
+
+
+def test_target_prompt_is_part_of_the_fit(tiny, scene_path, tmp_path):
+    from imagic_kit.errors import ArtifactMismatchError
+
+    edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        save_artifacts=tmp_path / "f",
+        **FAST,
+    )
+    with pytest.raises(ArtifactMismatchError, match="prompt"):
+        edit(
+            tiny,
+            str(scene_path),
+            "a green circle",
+            method="imagic",
+            seed=0,
+            progress=False,
+            artifacts=tmp_path / "f",
+            **FAST,
+        )
+
+
+def test_v_prediction_and_half_precision_backbones(tiny_v, scene_path):
+    r = edit(
+        tiny_v, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
+    )
+    assert r.image.size == (64, 64)
+    bf16 = load_backbone("tiny-random", device="cpu", dtype="bfloat16")
+    r = edit(
+        bf16, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
+    )
+    assert r.fit.tensors["e_opt"].dtype == torch.float32
+    assert all(v.dtype == torch.float32 for v in r.fit.lora.values())
+    assert bf16.unet.dtype == torch.bfloat16
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny, scene_path, tmp_path, monkeypatch):
+    from imagic_kit.methods import imagic
+
+    real = imagic.denoising_loss
+    monkeypatch.setattr(imagic, "denoising_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
+        edit(
+            tiny,
+            str(scene_path),
+            "a blue circle",
+            method="imagic",
+            seed=0,
+            progress=False,
+            save_artifacts=tmp_path / "f",
+            **FAST,
+        )
+    assert not (tmp_path / "f").exists()  # nothing half-written
+
+
+def test_exported_lora_loads_in_stock_pipeline(tiny, scene_path, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from imagic_kit.lora import remove_lora
+
+    edit(
+        tiny,
+        str(scene_path),
+        "a blue circle",
+        method="imagic",
+        seed=0,
+        progress=False,
+        save_artifacts=tmp_path / "f",
+        **FAST,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=tiny.vae,
+        text_encoder=tiny.text_encoder,
+        tokenizer=tiny.tokenizer,
+        unet=tiny.unet,
+        scheduler=tiny.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.load_lora_weights(
+        str(tmp_path / "f"), weight_name="unet_lora.safetensors", adapter_name="imagic"
+    )
+    try:
+        assert any("lora" in n for n, _ in tiny.unet.named_parameters())
+    finally:
+        remove_lora(tiny.unet, "imagic")
