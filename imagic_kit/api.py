@@ -238,3 +238,49 @@ def edit(
         "versions": library_versions(),
     }
     return EditResult(out, fit, cfg, seed, timings, recipe, pils)
+
+
+def edit_sweep(
+    backbone: Backbone,
+    image: Any,
+    prompt: str,
+    *,
+    method: str,
+    sweep: dict[str, list[Any]],
+    **kwargs: Any,
+) -> list[EditResult]:
+    """Run ``edit`` for every combination of ``sweep`` values, fitting once when only sample-stage
+    fields are swept (e.g. Imagic's ``eta``). Each result's recipe records its ``sweep`` values.
+
+    Example: ``edit_sweep(bb, "in.png", "a blue circle", method="imagic", sweep={"eta": [0.5, 0.7, 0.9]})``.
+    """
+    import itertools
+
+    from .config import field_infos
+
+    infos = {i.name: i for i in field_infos(get_method(method).config_cls)}
+    unknown = [k for k in sweep if k not in infos]
+    if unknown:
+        raise ConfigError(
+            f"sweep key(s) {', '.join(unknown)} are not fields of {method!r}; valid keys: {', '.join(infos)}"
+        )
+    refit = any(infos[k].stage == "fit" for k in sweep)
+    results: list[EditResult] = []
+    fit = kwargs.pop("artifacts", None)
+    for values in itertools.product(*sweep.values()):
+        combo = dict(zip(sweep, values))
+        r = edit(
+            backbone,
+            image,
+            prompt,
+            method=method,
+            artifacts=None if refit else fit,
+            **kwargs,
+            **combo,
+        )
+        if not refit:
+            fit = r.fit
+            kwargs.pop("save_artifacts", None)  # saved once, with the first result
+        r.recipe["sweep"] = combo
+        results.append(r)
+    return results

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse a saved fit; only sample-stage settings may differ",
     )
     e.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sample several values of a field (e.g. eta=0.5,0.7,0.9); --output becomes a labelled grid",
+    )
+    e.add_argument(
         "--resize",
         default="crop",
         choices=["crop", "stretch", "pad"],
@@ -246,12 +253,25 @@ def cmd_edit(args) -> int:
     from .api import edit
     from .models import load_backbone
 
+    sweep = {}
+    if args.sweep:
+        from .bench.runner import parse_sweep
+        from .config import field_infos, parse_value
+
+        infos = {i.name: i for i in field_infos(spec.config_cls)}
+        for key, values in parse_sweep(args.sweep).items():
+            if key not in infos:
+                raise ConfigError(
+                    f"--sweep {key}: not a field of {spec.name!r}; valid keys: {', '.join(infos)}"
+                )
+            sweep[key] = [parse_value(infos[key], v) for v in values]
+            for v in sweep[key]:
+                make_config(
+                    args.method, None, args.preset, **{**overrides, key: v}
+                )  # range check up front
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
     images = args.image if len(args.image) > 1 else args.image[0]
-    result = edit(
-        backbone,
-        images,
-        args.prompt,
+    common = dict(
         method=args.method,
         source_prompt=args.source_prompt,
         seed=args.seed,
@@ -260,14 +280,36 @@ def cmd_edit(args) -> int:
         save_artifacts=args.save_artifacts,
         progress=not args.quiet,
         resize=args.resize,
-        **overrides,
     )
-    paths = result.save(out)
-    fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
-    print(
-        f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "
-        f"sample {result.timings['sample_s']:.1f}s, {backbone.device}, {n} threads)"
-    )
+    if sweep:
+        from .api import edit_sweep
+        from .imaging import make_grid, save_png
+
+        if args.seed is None:
+            import secrets
+
+            common["seed"] = secrets.randbelow(2**31)
+        results = edit_sweep(backbone, images, args.prompt, sweep=sweep, **common, **overrides)
+        labels = [" ".join(f"{k}={v}" for k, v in r.recipe["sweep"].items()) for r in results]
+        grid = make_grid([r.image for r in results], labels=labels)
+        recipe = {**results[0].recipe, "sweep": sweep, "grid": labels}
+        save_png(grid, out, recipe)
+        for i, r in enumerate(results):
+            r.save(out.with_name(f"{out.stem}-{i}.png"))
+        fit_s = results[0].timings["fit_s"]
+        sample_s = sum(r.timings["sample_s"] for r in results)
+        print(
+            f"wrote {out} (grid of {len(results)}: {', '.join(labels)}) and {out.stem}-0..{len(results) - 1}.png "
+            f"(method {spec.name}, seed {results[0].seed}, fit {fit_s:.1f}s, sample {sample_s:.1f}s, {n} threads)"
+        )
+    else:
+        result = edit(backbone, images, args.prompt, **common, **overrides)
+        paths = result.save(out)
+        fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
+        print(
+            f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "
+            f"sample {result.timings['sample_s']:.1f}s, {backbone.device}, {n} threads)"
+        )
     if args.save_artifacts:
         print(f"saved the fit to {args.save_artifacts}")
     return 0

@@ -231,3 +231,55 @@ def test_console_script_runs_without_traceback(tmp_path):
         env=env,
     )
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_sweep_writes_a_grid_and_fits_once(capsys, tmp_path, scene_path):
+    out = tmp_path / "grid.png"
+    code, stdout, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "a blue circle",
+        "--method",
+        "imagic",
+        "--seed",
+        "1",
+        "--set",
+        "embedding_steps=3",
+        "--set",
+        "finetune_steps=3",
+        "--set",
+        "num_inference_steps=3",
+        "--sweep",
+        "eta=0,1",
+        "-o",
+        str(out),
+        "-q",
+    )
+    assert code == 0, err
+    grid = Image.open(out)
+    assert grid.size[0] == 2 * 64 and read_recipe(out)["sweep"] == {"eta": [0.0, 1.0]}
+    a, b = (read_recipe(tmp_path / f"grid-{i}.png") for i in (0, 1))
+    assert (
+        a["sweep"] == {"eta": 0.0}
+        and b["sweep"] == {"eta": 1.0}
+        and b["fit_reused"]
+        and not a["fit_reused"]
+    )
+    code, _, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "a blue circle",
+        "--method",
+        "imagic",
+        "--sweep",
+        "etta=0,1",
+        "-o",
+        str(out),
+    )
+    one_line_error(code, err, "not a field of 'imagic'")
