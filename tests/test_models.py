@@ -151,3 +151,24 @@ def test_timing_presets_have_the_real_architecture(preset):
     assert count(unet) == pytest.approx(859.52e6, rel=1e-3)
     assert count(vae) == pytest.approx(83.65e6, rel=1e-3)
     assert count(cond) == pytest.approx(expected, rel=1e-3)
+
+
+def test_hub_id_loads_from_the_local_cache_offline(tiny, tmp_path, monkeypatch):
+    """A hub id whose snapshot is in the Hugging Face cache loads with the hub unreachable."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--someorg--tiny-sd" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    save_pipeline(tiny, tmp_path / "src")
+    shutil.copytree(tmp_path / "src", snap)
+    (cache / "models--someorg--tiny-sd" / "refs").mkdir(parents=True)
+    (cache / "models--someorg--tiny-sd" / "refs" / "main").write_text(snap.name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    bb = load_backbone("someorg/tiny-sd", device="cpu")
+    assert bb.model_id == "someorg/tiny-sd"
+    torch.testing.assert_close(_out(bb), _out(tiny))
