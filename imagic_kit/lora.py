@@ -108,6 +108,17 @@ def load_lora(
 
 
 @contextlib.contextmanager
+def lora_training(unet: torch.nn.Module, spec: LoraSpec, generator: torch.Generator | None = None):
+    """A fresh trainable adapter for a ``with`` block: yields its parameters, removes it after
+    (read :func:`lora_state_dict` inside the block)."""
+    params = add_lora(unet, spec, generator=generator)
+    try:
+        yield params
+    finally:
+        remove_lora(unet)
+
+
+@contextlib.contextmanager
 def lora_applied(
     unet: torch.nn.Module, state: dict[str, torch.Tensor] | None, spec: LoraSpec | None
 ):

@@ -314,32 +314,30 @@ def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbon
     return from_components(comps, model_id=model_id)
 
 
-def save_pipeline(bb: Backbone, folder: str | Path) -> Path:
-    """Save as a standard ``StableDiffusionPipeline`` folder, or, for an image-conditioned
-    backbone, a ``StableDiffusionImageVariationPipeline`` folder."""
+def to_pipeline(bb: Backbone, kind: str | None = None):
+    """The backbone's components as a stock diffusers pipeline (no copies): ``"text"`` gives a
+    ``StableDiffusionPipeline``, ``"image"`` a ``StableDiffusionImageVariationPipeline``; by default
+    the one the backbone can drive (text when it has a text encoder)."""
     from diffusers import StableDiffusionImageVariationPipeline, StableDiffusionPipeline
 
-    if bb.text_encoder is None:
-        pipe = StableDiffusionImageVariationPipeline(
-            vae=bb.vae,
-            image_encoder=bb.image_encoder,
-            unet=bb.unet,
-            scheduler=bb.scheduler,
-            safety_checker=None,
-            feature_extractor=bb.feature_extractor,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(str(folder))
-        return Path(folder)
-    pipe = StableDiffusionPipeline(
+    kind = kind or ("text" if bb.text_encoder is not None else "image")
+    common = dict(
         vae=bb.vae,
-        text_encoder=bb.text_encoder,
-        tokenizer=bb.tokenizer,
         unet=bb.unet,
         scheduler=bb.scheduler,
         safety_checker=None,
-        feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(str(folder))
+    if kind == "image":
+        return StableDiffusionImageVariationPipeline(
+            image_encoder=bb.image_encoder, feature_extractor=bb.feature_extractor, **common
+        )
+    return StableDiffusionPipeline(
+        text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, feature_extractor=None, **common
+    )
+
+
+def save_pipeline(bb: Backbone, folder: str | Path, kind: str | None = None) -> Path:
+    """Save as a standard diffusers pipeline folder (see :func:`to_pipeline`)."""
+    to_pipeline(bb, kind).save_pretrained(str(folder))
     return Path(folder)

@@ -7,6 +7,7 @@ non-finite loss instead of producing a black image later.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 import torch
@@ -108,3 +109,19 @@ def denoising_loss(
     x_t = backbone.add_noise(latents, noise, t)
     out = backbone.model_output(x_t, t, cond.expand(b, -1, -1) if cond.shape[0] != b else cond)
     return F.mse_loss(out, backbone.training_target(latents, noise, t))
+
+
+@contextlib.contextmanager
+def full_training(module: torch.nn.Module):
+    """Train every weight of ``module`` in float32 inside a ``with`` block (yields the parameters);
+    afterwards the original weights, dtype and frozen state are restored, so a fit never changes
+    the shared backbone. Read the trained ``state_dict()`` inside the block."""
+    original = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    dtype = next(module.parameters()).dtype
+    module.float().requires_grad_(True)
+    try:
+        yield list(module.parameters())
+    finally:
+        module.requires_grad_(False)
+        module.load_state_dict(original)
+        module.to(dtype)

@@ -166,11 +166,104 @@ def main() -> int:
         print("t2i", r, flush=True)
     report["variations"] = eval_variations(bb, a.variations, a.variation_guidance, a.steps)
     print("variations", report["variations"])
+    best = max(report["text_to_image"], key=lambda r: (r["all"], -r["guidance"]))
+    report["recommended"] = {
+        "guidance_scale": best["guidance"],
+        "num_inference_steps": a.steps,
+        "variation_guidance_scale": a.variation_guidance,
+    }
     report["eval_minutes"] = round((time.time() - t0) / 60, 2)
     if a.write_card:
         (BUNDLE / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {BUNDLE / 'eval.json'}")
+        (BUNDLE / "MODEL_CARD.md").write_text(model_card(report))
+        print(f"wrote {BUNDLE / 'eval.json'} and {BUNDLE / 'MODEL_CARD.md'}")
     return 0
+
+
+def model_card(report: dict) -> str:
+    """The model card: what the model is, how it was trained (training.json) and what it scores."""
+    runs = json.loads((BUNDLE / "training.json").read_text())["runs"]
+    rows = "\n".join(
+        f"| {r['stage']} | {r['steps']} (total) | {r['minutes']:.1f} | "
+        + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in r.items()
+            if k not in ("stage", "steps", "minutes")
+        )
+        + " |"
+        for r in runs
+    )
+    t2i = "\n".join(
+        f"| {r['guidance']:g} | {r['steps']} | {100 * r['shape']:.1f}% | {100 * r['colour']:.1f}% | "
+        f"{100 * r['background']:.1f}% | {100 * r['all']:.1f}% | {r['n']} |"
+        for r in report["text_to_image"]
+    )
+    v, c, var, rec = report["vae"], report["clip"], report["variations"], report["recommended"]
+    best = max(report["text_to_image"], key=lambda r: (r["all"], -r["guidance"]))
+
+    def bar(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    size = (
+        sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file() and not p.is_symlink())
+        / 2**20
+    )
+    return f"""# tiny-shapes: the embedded model of imagic-kit
+
+A small Stable-Diffusion-style model trained from scratch on the shapes world (DESIGN.md section 5;
+`imagic_kit.shapes`): 64x64 images of one circle, square or triangle in red, green, blue or yellow on a
+white, gray or black textured background. It is a real diffusers model in two standard folders:
+
+- `text2img/`: `StableDiffusionPipeline` (CLIPTokenizer, CLIPTextModel, UNet2DConditionModel,
+  AutoencoderKL, DDIMScheduler);
+- `variations/`: `StableDiffusionImageVariationPipeline` (CLIPVisionModelWithProjection and its
+  CLIPImageProcessor; `unet`, `vae` and `scheduler` are links to the text2img ones: one UNet is trained on
+  both conditionings);
+- `clip/`: the full CLIPModel (both towers with projections): the toolkit's CLIP score for the shapes world
+  and the projected text feature FastEdit uses.
+
+`imagic_kit.load_backbone("tiny-shapes")` loads the text-to-image components plus the image encoder.
+Size on disk: {size:.1f} MB, float32 safetensors.
+
+## Architecture
+
+| component | configuration |
+|---|---|
+| tokenizer | CLIP BPE over the world's 13 words (other words fall back to letters, with a warning), 16 tokens |
+| CLIP | text: 2 layers, width 64; vision: ViT 3 layers, width 64, 8x8 patches of the 64x64 image; projection 64 |
+| VAE | AutoencoderKL, blocks (32, 64, 96), 64x64x3 -> 16x16x8, no mid-block attention |
+| UNet | UNet2DConditionModel, blocks (32, 64, 128), attention at 8x8 and 4x4, cross-attention width 64, epsilon prediction |
+| scheduler | DDIM, scaled_linear betas 0.00085-0.012, 1000 steps (the SD configuration) |
+
+## Training
+
+`python scripts/train_tiny_shapes.py all` (seed 0), in stages that each save their result and resume:
+CLIP (contrastive, every matching caption a positive), VAE (L1 + MSE + 1e-5 KL), UNet (min-SNR-5 weighted
+epsilon loss, EMA 0.999, 10% unconditional dropout; 25% of batches conditioned on the image embedding as
+one token, the rest on the caption's hidden states). Runs, on the 2-core CPU machine:
+
+| stage | steps | minutes (this run) | figures |
+|---|---|---|---|
+{rows}
+
+## Quality (scripts/eval_tiny_shapes.py, {report["eval_minutes"]:.1f} min)
+
+| bar | target | measured | |
+|---|---|---|---|
+| VAE reconstruction, held-out scenes | >= 30 dB | {v["psnr"]:.2f} dB (background only {v["psnr_background"]:.2f} dB, worst image {v["psnr_min"]:.2f} dB) | {bar(v["psnr"] >= 30)} |
+| text-to-image, each attribute read back (guidance {best["guidance"]:g}, {best["steps"]} DDIM steps) | >= 90% | shape {100 * best["shape"]:.1f}%, colour {100 * best["colour"]:.1f}%, background {100 * best["background"]:.1f}% | {bar(min(best["shape"], best["colour"], best["background"]) >= 0.9)} |
+| CLIP retrieval (image -> its caption among 36) | >= 95% | {100 * c["retrieval_accuracy"]:.1f}% | {bar(c["retrieval_accuracy"] >= 0.95)} |
+| variations keep shape and colour (guidance {var["guidance"]:g}) | >= 85% | {100 * var["shape_and_colour"]:.1f}% (shape {100 * var["shape"]:.1f}%, colour {100 * var["colour"]:.1f}%) | {bar(var["shape_and_colour"] >= 0.85)} |
+
+Text-to-image by guidance (every caption of the world x {report["text_to_image"][0]["n"] // 48} seeds):
+
+| guidance | steps | shape | colour | background | all | samples |
+|---|---|---|---|---|---|---|
+{t2i}
+
+Recommended: guidance {rec["guidance_scale"]:g}, {rec["num_inference_steps"]} DDIM steps; variations guidance
+{rec["variation_guidance_scale"]:g}.
+"""
 
 
 if __name__ == "__main__":

@@ -161,9 +161,8 @@ def test_nan_loss_stops_with_a_clear_message(tiny, scene_path, tmp_path, monkeyp
 
 
 def test_exported_lora_loads_in_stock_pipeline(tiny, scene_path, tmp_path):
-    from diffusers import StableDiffusionPipeline
-
     from imagic_kit.lora import remove_lora
+    from imagic_kit.models import to_pipeline
 
     edit(
         tiny,
@@ -175,16 +174,7 @@ def test_exported_lora_loads_in_stock_pipeline(tiny, scene_path, tmp_path):
         save_artifacts=tmp_path / "f",
         **FAST,
     )
-    pipe = StableDiffusionPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
-        scheduler=tiny.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = to_pipeline(tiny)
     pipe.load_lora_weights(
         str(tmp_path / "f"), weight_name="unet_lora.safetensors", adapter_name="imagic"
     )

@@ -58,21 +58,12 @@ def test_saved_lora_reapplies_exactly(tiny, tmp_path):
 
 
 def test_export_loads_into_stock_diffusers_pipeline(tiny, tmp_path):
-    from diffusers import StableDiffusionPipeline
+    from imagic_kit.models import to_pipeline
 
     spec = LoraSpec(rank=4, alpha=4)
     state, changed = _trained_lora(tiny, spec)
     save_lora(tmp_path / "unet_lora.safetensors", state, spec)
-    pipe = StableDiffusionPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
-        scheduler=tiny.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = to_pipeline(tiny)
     pipe.load_lora_weights(
         str(tmp_path), weight_name="unet_lora.safetensors", adapter_name="exported"
     )

@@ -158,7 +158,12 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny, tmp_path, monkeypatch):
     import shutil
 
     cache = tmp_path / "hub"
-    snap = cache / "models--someorg--tiny-sd" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snap = (
+        cache
+        / "models--someorg--tiny-sd"
+        / "snapshots"
+        / "0123456789abcdef0123456789abcdef01234567"
+    )
     save_pipeline(tiny, tmp_path / "src")
     shutil.copytree(tmp_path / "src", snap)
     (cache / "models--someorg--tiny-sd" / "refs").mkdir(parents=True)

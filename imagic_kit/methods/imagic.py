@@ -28,8 +28,8 @@ import torch
 from ..artifacts import Fit
 from ..config import param
 from ..errors import ArtifactMismatchError
-from ..lora import DEFAULT_TARGETS, LoraSpec, add_lora, lora_applied, lora_state_dict, remove_lora
-from ..optim import denoising_loss, optimize
+from ..lora import DEFAULT_TARGETS, LoraSpec, lora_applied, lora_state_dict, lora_training
+from ..optim import denoising_loss, full_training, optimize
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ._common import ddim_eta, guidance_scale, num_images_per_prompt, num_inference_steps
@@ -108,56 +108,32 @@ def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
     # 2. model fine-tuning on e_opt
     if config.finetune == "none" or config.finetune_steps == 0:
         return fit
-    if config.finetune == "lora":
+    lora = config.finetune == "lora"
+    if lora:
         spec = LoraSpec(
             rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
         )
-        params = add_lora(backbone.unet, spec, generator=generator)
-        try:
-            with backbone.train_mode():
-                optimize(
-                    params,
-                    lambda step: denoising_loss(backbone, batch, e_opt, generator),
-                    steps=config.finetune_steps,
-                    lr=config.finetune_lr,
-                    progress=progress,
-                    stage="finetune-lora",
-                    what="the LoRA weights",
-                )
+        trainable = lora_training(backbone.unet, spec, generator)
+    else:
+        trainable = full_training(backbone.unet)
+    with trainable as params, backbone.train_mode():
+        optimize(
+            params,
+            lambda step: denoising_loss(backbone, batch, e_opt, generator),
+            steps=config.finetune_steps,
+            lr=config.finetune_lr,
+            progress=progress,
+            stage=f"finetune-{config.finetune}",
+            what="the LoRA weights" if lora else "the UNet weights",
+        )
+        if lora:
             fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
-        finally:
-            remove_lora(backbone.unet)
-        return fit
-    with _full_finetune(backbone.unet) as params:
-        with backbone.train_mode():
-            optimize(
-                params,
-                lambda step: denoising_loss(backbone, batch, e_opt, generator),
-                steps=config.finetune_steps,
-                lr=config.finetune_lr,
-                progress=progress,
-                stage="finetune-full",
-                what="the UNet weights",
-            )
-        fit.unet_state = {
-            k: v.detach().to(backbone.dtype).cpu().clone()
-            for k, v in backbone.unet.state_dict().items()
-        }
+        else:
+            fit.unet_state = {
+                k: v.detach().to(backbone.dtype).cpu().clone()
+                for k, v in backbone.unet.state_dict().items()
+            }
     return fit
-
-
-@contextlib.contextmanager
-def _full_finetune(unet: torch.nn.Module):
-    """Train every UNet weight in float32, then put the original weights and dtype back."""
-    original = {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}
-    dtype = next(unet.parameters()).dtype
-    unet.float().requires_grad_(True)
-    try:
-        yield [p for p in unet.parameters()]
-    finally:
-        unet.requires_grad_(False)
-        unet.load_state_dict(original)
-        unet.to(dtype)
 
 
 @contextlib.contextmanager
