@@ -363,7 +363,9 @@ def train_vae(args) -> None:
         cosine_lr(opt, lr, args, step, first, t0)
         _, x = scenes_batch(rng, args.batch or 8)
         post = vae.encode(x).latent_dist
-        z = post.sample(generator=None)
+        # The posterior mean, not a sample: with the tiny KL weight the variance would only shrink
+        # slowly, and the noise slowed reconstruction down (18.7 dB after 260 steps vs. faster with the mean).
+        z = post.mode()
         y = vae.decode(z).sample
         kl = post.kl().mean() / x[0].numel()
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-5 * kl
