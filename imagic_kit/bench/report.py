@@ -116,7 +116,7 @@ def summary_markdown(summary: list[dict[str, Any]], title: str = "Benchmark") ->
         "Success: the oracle reads the target shape, colour and background; the bounding-box centre moved "
         "<= 5 px; its side changed <= 25%; for edits that keep the background, PSNR >= 25 dB outside both "
         "objects' masks dilated by 3 px. Leakage: a source attribute the edit changes is still there. "
-        "Peak MB: process RSS on CPU (the run's high-water mark), max allocated on CUDA.",
+        "Peak MB: the highest per-edit peak; process RSS sampled every 10 ms on CPU (includes the loaded model), max allocated on CUDA.",
         "",
     ]
     return "\n".join(lines)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import resource
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +89,48 @@ def parse_sweep(items: list[str]) -> dict[str, list[str]]:
     return sweep
 
 
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+class PeakMemory:
+    """Peak memory of what runs inside the ``with`` block, in MB.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU: the process's resident set size,
+    sampled every 10 ms by a thread (from /proc; elsewhere the process's lifetime peak).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss_mb() -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, ValueError):
+            return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._rss_mb() or 0.0)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self._rss_mb() is not None:
+            self.peak = self._rss_mb() or 0.0
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss_mb() or 0.0)
+        else:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.peak = rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def _label(method: str, preset: str | None) -> str:
@@ -170,21 +209,20 @@ def run_benchmark(
                     continue
                 fit_key = (label, json.dumps(to_dict(cfg, "fit"), sort_keys=True, default=str))
                 cached = fits.get(fit_key)
-                if backbone.device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(backbone.device)
-                r = edit(
-                    backbone,
-                    src,
-                    e["prompt"],
-                    method=method,
-                    config=cfg,
-                    source_prompt=e.get("source_prompt")
-                    if spec.source_prompt != "unused"
-                    else None,
-                    seed=seed,
-                    artifacts=cached[0] if cached else None,
-                    progress=False,
-                )
+                with PeakMemory(backbone.device) as mem:
+                    r = edit(
+                        backbone,
+                        src,
+                        e["prompt"],
+                        method=method,
+                        config=cfg,
+                        source_prompt=e.get("source_prompt")
+                        if spec.source_prompt != "unused"
+                        else None,
+                        seed=seed,
+                        artifacts=cached[0] if cached else None,
+                        progress=False,
+                    )
                 if cached is None:
                     fits[fit_key] = (r.fit, r.timings["fit_s"])
                 img_path = out / "images" / _safe(label) / _safe(sweep_label) / f"{e['id']}.png"
@@ -204,7 +242,7 @@ def run_benchmark(
                     "fit_s": round(cached[1] if cached else r.timings["fit_s"], 3),
                     "sample_s": round(r.timings["sample_s"], 3),
                     "fit_reused": cached is not None,
-                    "peak_mem_mb": round(_peak_mb(backbone.device), 1),
+                    "peak_mem_mb": round(mem.peak, 1),
                     "device": str(backbone.device),
                     "image": str(img_path.relative_to(out)),
                 }
