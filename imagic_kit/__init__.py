@@ -3,7 +3,7 @@
 Public API::
 
     from imagic_kit import load_backbone, edit
-    bb = load_backbone("tiny-random")
+    bb = load_backbone("tiny-shapes")  # the embedded model
     result = edit(bb, "photo.png", "a blue circle", method="sdedit", seed=0)
     result.image.save("out.png")
 """

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--source-prompt", help="a caption of the input, for methods that use one")
     e.add_argument(
         "--model",
-        default="tiny-random",
-        help="backbone preset, local diffusers folder or hub id (default: tiny-random)",
+        default="tiny-shapes",
+        help="backbone preset, local diffusers folder or hub id (default: tiny-shapes, the embedded model)",
     )
     e.add_argument(
         "--output",

@@ -87,7 +87,7 @@ def read_preset(name: str) -> dict[str, Any]:
 
 
 def load_backbone(
-    model: Any = "tiny-random",
+    model: Any = "tiny-shapes",
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,

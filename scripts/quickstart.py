@@ -30,7 +30,7 @@ def main() -> int:
         "--method",
         "sdedit",
         "--model",
-        "tiny-random",
+        "tiny-shapes",
         "--seed",
         "0",
         "--output",

@@ -15,7 +15,10 @@ from imagic_kit.imaging import read_recipe
 
 
 def run(capsys, *argv):
-    code = main(list(argv))
+    argv = list(argv)
+    if argv[0] == "edit" and "--model" not in argv:
+        argv += ["--model", "tiny-random"]  # fast; the default (tiny-shapes) is checked below
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -283,3 +286,12 @@ def test_sweep_writes_a_grid_and_fits_once(capsys, tmp_path, scene_path):
         str(out),
     )
     one_line_error(code, err, "not a field of 'imagic'")
+
+
+def test_default_model_is_the_embedded_one():
+    from imagic_kit.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["edit", "--image", "x.png", "--prompt", "p", "--method", "sdedit"]
+    )
+    assert args.model == "tiny-shapes"
