@@ -85,3 +85,9 @@ def test_suites_are_deterministic_and_cover_kinds(tmp_path):
         np.asarray(source_image(a["edits"][0])),
         np.asarray(render(Scene(**a["edits"][0]["scene"]))[0]),
     )
+
+
+def test_output_at_another_resolution_is_compared_at_the_source_size():
+    out = render(SRC.with_(colour="blue"))[0].resize((512, 512), resample=0)
+    m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
+    assert m["success"], m

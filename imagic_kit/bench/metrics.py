@@ -36,6 +36,13 @@ def evaluate_edit(
     the attributes the edit changes (the others must stay)."""
     a_in = np.asarray(source.convert("RGB") if isinstance(source, Image.Image) else source)
     a_out = np.asarray(output.convert("RGB") if isinstance(output, Image.Image) else output)
+    if (
+        a_out.shape != a_in.shape
+    ):  # e.g. a 512 px model on the 64 px world: compare at the world's size
+        size = (a_in.shape[1], a_in.shape[0])
+        a_out = np.asarray(
+            Image.fromarray(a_out.astype(np.uint8)).resize(size, Image.Resampling.BOX)
+        )
     r_in, r_out = read(a_in), read(a_out)
     got = r_out.attributes()
     attrs = {f"{k}_ok": got[k] == v for k, v in target.items()}
