@@ -48,6 +48,12 @@ COMPONENTS = (
 )
 
 
+def clip_features(out: Any) -> torch.Tensor:
+    """The tensor from CLIP's ``get_text_features`` / ``get_image_features``: transformers 5
+    returns a model output (projected features in ``pooler_output``), 4.x a tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

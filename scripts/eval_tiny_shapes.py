@@ -29,17 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from imagic_kit import load_backbone  # noqa: E402
+from imagic_kit.bench.metrics import psnr  # noqa: E402
 from imagic_kit.imaging import pil_to_tensor, tensor_to_pil  # noqa: E402
+from imagic_kit.models import clip_features  # noqa: E402
 from imagic_kit.sampling import ddim_sample  # noqa: E402
 from imagic_kit.shapes import all_captions, dilate, parse_caption, random_scenes, read, render  # noqa: E402
 from imagic_kit.threads import configure_threads  # noqa: E402
 
 BUNDLE = ROOT / "imagic_kit" / "models" / "tiny-shapes"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-3)))
 
 
 @torch.no_grad()
@@ -103,15 +100,16 @@ def eval_clip(bb, n: int = 500, seed: int = 4242) -> dict:
     caps = all_captions(with_background=True)
     ids = bb.tokenize(caps, warn=False)
 
-    def feats(out):
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-    txt = torch.nn.functional.normalize(feats(model.get_text_features(input_ids=ids)), dim=-1)
+    txt = torch.nn.functional.normalize(
+        clip_features(model.get_text_features(input_ids=ids)), dim=-1
+    )
     scenes = random_scenes(n, seed)
     pix = bb.feature_extractor(
         images=[render(s)[0] for s in scenes], return_tensors="pt"
     ).pixel_values
-    img = torch.nn.functional.normalize(feats(model.get_image_features(pixel_values=pix)), dim=-1)
+    img = torch.nn.functional.normalize(
+        clip_features(model.get_image_features(pixel_values=pix)), dim=-1
+    )
     pred = (img @ txt.T).argmax(1)
     return {
         "retrieval_accuracy": float(

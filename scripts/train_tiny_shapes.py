@@ -41,6 +41,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imagic_kit.models import clip_features  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "imagic_kit" / "models" / "tiny-shapes"
 WORK = ROOT / "build" / "tiny-shapes"
@@ -122,11 +125,6 @@ def clip_pixels(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return ((x + 1) / 2 - mean) / std
-
-
-def features(out) -> torch.Tensor:
-    """CLIP get_*_features output -> tensor (transformers 5 returns a model output, 4 a tensor)."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 def pick_captions(rng: np.random.Generator, scenes, p_short: float = 0.3) -> list[str]:
@@ -221,8 +219,10 @@ def train_clip(args) -> None:
         ids = tok(
             caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
         ).input_ids
-        img = F.normalize(features(model.get_image_features(pixel_values=clip_pixels(x))), dim=-1)
-        txt = F.normalize(features(model.get_text_features(input_ids=ids)), dim=-1)
+        img = F.normalize(
+            clip_features(model.get_image_features(pixel_values=clip_pixels(x))), dim=-1
+        )
+        txt = F.normalize(clip_features(model.get_text_features(input_ids=ids)), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
         # Captions repeat within a batch (the world has 48): every image-caption match is a positive.
         same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
@@ -271,7 +271,7 @@ def clip_retrieval(model, tok, n: int = 500, seed: int = 99) -> float:
 
     caps = all_captions(with_background=True)
     ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
-    txt = F.normalize(features(model.get_text_features(input_ids=ids)), dim=-1)
+    txt = F.normalize(clip_features(model.get_text_features(input_ids=ids)), dim=-1)
     scenes = random_scenes(n, seed)
     x = (
         torch.from_numpy(np.stack([np.asarray(render(s)[0]) for s in scenes]))
@@ -280,7 +280,7 @@ def clip_retrieval(model, tok, n: int = 500, seed: int = 99) -> float:
         / 127.5
         - 1
     )
-    img = F.normalize(features(model.get_image_features(pixel_values=clip_pixels(x))), dim=-1)
+    img = F.normalize(clip_features(model.get_image_features(pixel_values=clip_pixels(x))), dim=-1)
     pred = (img @ txt.T).argmax(1)
     return float(np.mean([caps[int(p)] == s.caption() for p, s in zip(pred, scenes)]))
 
@@ -311,7 +311,7 @@ def write_clip(model, tok) -> None:
         )
         assert torch.allclose(
             vision(pixel_values=pix).image_embeds,
-            features(model.get_image_features(pixel_values=pix)),
+            clip_features(model.get_image_features(pixel_values=pix)),
             atol=1e-5,
         ), "image encoder did not load"
     text.save_pretrained(TEXT2IMG / "text_encoder")

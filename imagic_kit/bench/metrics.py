@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..models import clip_features
 from ..shapes import dilate, read
 
 MAX_CENTRE_SHIFT = 5.0
@@ -86,10 +87,6 @@ class ClipScorer:
         self.tokenizer = CLIPTokenizer.from_pretrained(path)
         self.processor = CLIPImageProcessor.from_pretrained(path)
 
-    @staticmethod
-    def _feats(out):
-        return out if not hasattr(out, "pooler_output") else out.pooler_output
-
     def __call__(self, image: Image.Image, text: str) -> float:
         import torch
 
@@ -99,9 +96,9 @@ class ClipScorer:
             ).input_ids
             pix = self.processor(images=[image], return_tensors="pt").pixel_values
             t = torch.nn.functional.normalize(
-                self._feats(self.model.get_text_features(input_ids=ids)), dim=-1
+                clip_features(self.model.get_text_features(input_ids=ids)), dim=-1
             )
             i = torch.nn.functional.normalize(
-                self._feats(self.model.get_image_features(pixel_values=pix)), dim=-1
+                clip_features(self.model.get_image_features(pixel_values=pix)), dim=-1
             )
         return float((t * i).sum())
