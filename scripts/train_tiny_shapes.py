@@ -402,6 +402,110 @@ def train_vae(args) -> None:
     )
 
 
+def grow_vae(vae, layers_per_block: int):
+    """A deeper copy of ``vae`` that computes exactly the same function.
+
+    Each down/up block gets extra ResnetBlock2Ds whose last conv is zero, i.e. identities
+    (``x + 0``), placed after the existing ones; the encoder's output is therefore unchanged, so the
+    latents the UNet was trained on stay valid while the decoder gains capacity."""
+    from diffusers import AutoencoderKL
+
+    old_n = vae.config.layers_per_block
+    if layers_per_block <= old_n:
+        return vae
+    cfg = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    cfg["layers_per_block"] = layers_per_block
+    torch.manual_seed(0)
+    new = AutoencoderKL(**cfg)
+    missing, unexpected = new.load_state_dict(vae.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    for name in {m.rsplit(".", 2)[0] for m in missing}:
+        block = new.get_submodule(name)
+        torch.nn.init.zeros_(block.conv2.weight)
+        torch.nn.init.zeros_(block.conv2.bias)
+    return new
+
+
+def train_vae_decoder(args) -> None:
+    """Fine-tune (and optionally deepen, ``--vae-layers``) the decoder with the encoder frozen.
+
+    The latents do not move, so the UNet trained on them needs no retraining and the scaling
+    factor is kept."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(TEXT2IMG / "vae")
+    vae = grow_vae(vae, args.vae_layers or vae.config.layers_per_block)
+    vae.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for q in params:
+        q.requires_grad_(True)
+    lr = args.lr or 5e-4
+    opt = torch.optim.Adam(params, lr=lr)
+    ck = None if args.fresh else load_ckpt("vae-decoder")
+    step = 0
+    if ck and ck["layers"] == vae.config.layers_per_block:
+        vae.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+    rng = np.random.default_rng(args.seed * 1000 + 5 + step)
+    stop = budget(args, step)
+    t0 = time.time()
+    bar = tqdm(desc="vae decoder", unit="step", initial=step)
+    vae.eval()
+    vae.decoder.train()
+    recent: list[float] = []
+    first = step
+
+    def ckpt():
+        save_ckpt(
+            "vae-decoder",
+            {
+                "model": vae.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "layers": vae.config.layers_per_block,
+            },
+        )
+
+    while not stop(step, t0):
+        cosine_lr(opt, lr, args, step, first, t0)
+        _, x = scenes_batch(rng, args.batch or 16)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        y = vae.decode(z).sample
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        recent = (recent + [float(psnr(y.detach(), x).mean())])[-100:]
+        bar.update(1)
+        bar.set_postfix(psnr=f"{np.mean(recent):.2f}")
+        if step % 200 == 0:
+            ckpt()
+    bar.close()
+    ckpt()
+    vae.eval()
+    whole, bg, _ = vae_eval(vae)
+    shutil.rmtree(TEXT2IMG / "vae", ignore_errors=True)
+    vae.save_pretrained(TEXT2IMG / "vae")
+    minutes = (time.time() - t0) / 60
+    print(f"vae decoder: {step} steps, {minutes:.1f} min this run, PSNR {whole:.2f} dB (bg {bg:.2f})")
+    record(
+        "vae-decoder",
+        {
+            "steps": step,
+            "minutes": round(minutes, 2),
+            "psnr": whole,
+            "psnr_background": bg,
+            "layers_per_block": vae.config.layers_per_block,
+            "batch": args.batch or 16,
+            "lr": lr,
+            "seed": args.seed,
+        },
+    )
+
+
 @torch.no_grad()
 def vae_eval(vae, n: int = 256, seed: int = 12345) -> tuple[float, float, float]:
     """Held-out PSNR (whole image, background only) with the posterior mean, and 1/std of latents."""
@@ -544,6 +648,13 @@ def train_unet(args) -> None:
             cond = hidden[ci]
         t = torch.randint(0, 1000, (b,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
+        if args.offset_noise:
+            # Offset noise: without it the background, which lives in the latent channel means, leaks
+            # through the noise at t ~ 1000 (SNR 0.005 is not zero) and the model learns to read it
+            # from there instead of the prompt; samples from fresh noise then come out mid-gray.
+            noise = noise + args.offset_noise * torch.randn(
+                (b, z0.shape[1], 1, 1), generator=g
+            )
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, encoder_hidden_states=cond).sample
@@ -595,6 +706,7 @@ def train_unet(args) -> None:
             "seed": args.seed,
             "batch": b,
             "lr": lr,
+            "offset_noise": args.offset_noise,
         },
     )
 
@@ -670,7 +782,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("stage", choices=["clip", "vae", "unet", "bundle", "all"])
+    ap.add_argument("stage", choices=["clip", "vae", "vae-decoder", "unet", "bundle", "all"])
     ap.add_argument("--minutes", type=float, help="time budget for this run of the stage")
     ap.add_argument("--steps", type=int, help="step budget for this run of the stage")
     ap.add_argument("--batch", type=int)
@@ -682,6 +794,17 @@ def main() -> int:
     ap.add_argument(
         "--p-image", type=float, default=0.25, help="UNet stage: share of image-conditioned batches"
     )
+    ap.add_argument(
+        "--offset-noise",
+        type=float,
+        default=0.1,
+        help="UNet stage: std of the per-channel constant added to the training noise",
+    )
+    ap.add_argument(
+        "--vae-layers",
+        type=int,
+        help="vae-decoder stage: deepen the VAE to this layers_per_block (identity-initialised)",
+    )
     ap.add_argument("--fresh", action="store_true", help="ignore the resume checkpoint")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -689,15 +812,19 @@ def main() -> int:
 
     print(f"threads: {configure_threads()}")
     BUNDLE.mkdir(parents=True, exist_ok=True)
-    defaults = {"clip": 10, "vae": 40, "unet": 60}
+    defaults = {"clip": 10, "vae": 40, "vae-decoder": 30, "unet": 60}
     stages = ["clip", "vae", "unet", "bundle"] if args.stage == "all" else [args.stage]
     for stage in stages:
         t = time.time()
         if stage != "bundle" and not args.minutes and not args.steps:
             args.minutes = defaults[stage]
-        {"clip": train_clip, "vae": train_vae, "unet": train_unet, "bundle": write_bundle}[stage](
-            args
-        )
+        {
+            "clip": train_clip,
+            "vae": train_vae,
+            "vae-decoder": train_vae_decoder,
+            "unet": train_unet,
+            "bundle": write_bundle,
+        }[stage](args)
         print(f"stage {stage}: wall time {(time.time() - t) / 60:.1f} min", flush=True)
         if args.stage == "all":
             args.minutes = None
