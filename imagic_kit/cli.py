@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field for every method that has it",
     )
     b.add_argument("--limit", type=int, help="only the first N edits")
+    b.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: run every N-th edit starting at I; N processes with one --out split a suite",
+    )
     b.add_argument("--device")
     b.add_argument("--dtype")
     b.add_argument("--threads", type=int)
@@ -315,6 +320,16 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    from .errors import ConfigError
+
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/2 and 1/2") from None
+    return i, n
+
+
 def cmd_bench(args) -> int:
     from .bench.report import write_report
     from .bench.runner import parse_methods, parse_sweep, run_benchmark
@@ -326,6 +341,7 @@ def cmd_bench(args) -> int:
     methods = parse_methods(args.methods)
     sweep = parse_sweep(args.sweep)
     overrides = parse_set_args(args.set)
+    shard = _parse_shard(args.shard)
     suite = load_suite(args.suite, args.suite_seed)
     configure_threads(args.threads)
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
@@ -339,6 +355,7 @@ def cmd_bench(args) -> int:
         overrides=overrides,
         progress=not args.quiet,
         limit=args.limit,
+        shard=shard,
     )
     title = f"{suite.get('name', args.suite)} suite on {backbone.model_id} ({backbone.device})"
     if backbone.extras.get("timing_only"):

@@ -17,6 +17,10 @@ from safetensors.torch import load_file, save_file
 
 #: Attention projections of every attention block (the usual Stable Diffusion LoRA targets).
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+#: The attention projections plus the ResNet blocks' two 3x3 convolutions: on a UNet whose top
+#: resolution has no attention (tiny-shapes; SD's has), attention-only LoRAs cannot reproduce the
+#: input's fine texture (measured for Imagic: see methods/imagic.py).
+ATTENTION_AND_CONV_TARGETS = (*DEFAULT_TARGETS, "conv1", "conv2")
 ADAPTER = "imagic_kit"
 
 

@@ -229,7 +229,7 @@ Size on disk: {size:.1f} MB, float32 safetensors.
 |---|---|
 | tokenizer | CLIP BPE over the world's 13 words (other words fall back to letters, with a warning), 16 tokens |
 | CLIP | text: 2 layers, width 64; vision: ViT 3 layers, width 64, 8x8 patches of the 64x64 image; projection 64 |
-| VAE | AutoencoderKL, blocks (32, 64, 96), 64x64x3 -> 16x16x8, no mid-block attention |
+| VAE | AutoencoderKL, blocks (32, 64, 96), 2 resnets per block, 64x64x3 -> 16x16x8, no mid-block attention |
 | UNet | UNet2DConditionModel, blocks (32, 64, 128), attention at 8x8 and 4x4, cross-attention width 64, epsilon prediction |
 | scheduler | DDIM, scaled_linear betas 0.00085-0.012, 1000 steps (the SD configuration) |
 
@@ -237,8 +237,18 @@ Size on disk: {size:.1f} MB, float32 safetensors.
 
 `python scripts/train_tiny_shapes.py all` (seed 0), in stages that each save their result and resume:
 CLIP (contrastive, every matching caption a positive), VAE (L1 + MSE + 1e-5 KL), UNet (min-SNR-5 weighted
-epsilon loss, EMA 0.999, 10% unconditional dropout; 25% of batches conditioned on the image embedding as
-one token, the rest on the caption's hidden states). Runs, on the 2-core CPU machine:
+epsilon loss, EMA 0.999, 10% unconditional dropout, offset noise 0.1; 25% of batches conditioned on the
+image embedding as one token, the rest on the caption's hidden states). The shipped weights took, in
+order: `clip --minutes 8`, `vae --minutes 40`, `vae --minutes 15`, `unet --minutes 52 --offset-noise 0`
+(the first UNet run had no offset noise), `vae-decoder --vae-layers 2 --minutes 35 --batch 16 --lr 5e-4`,
+`unet --minutes 35 --lr 3e-4` (offset noise 0.1, continuing), `vae-decoder --minutes 40 --batch 16
+--lr 2e-4`. The `vae-decoder` stage deepens the decoder with identity-initialised resnets and trains it
+with the encoder frozen, so the latents (and the UNet trained on them) stay valid. Offset noise matters:
+the background lives in the latents' channel means, which the SD schedule leaks through the noise at
+t ~ 1000 (SNR 0.005); without it the UNet read the background from the noise instead of the prompt and
+drew white and black backgrounds as gray (56% right; 100% after the offset-noise run).
+Runs, on the 2-core CPU machine (the UNet's second run and the decoder runs shared the machine, one
+thread each):
 
 | stage | steps | minutes (this run) | figures |
 |---|---|---|---|

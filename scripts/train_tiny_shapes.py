@@ -490,7 +490,9 @@ def train_vae_decoder(args) -> None:
     shutil.rmtree(TEXT2IMG / "vae", ignore_errors=True)
     vae.save_pretrained(TEXT2IMG / "vae")
     minutes = (time.time() - t0) / 60
-    print(f"vae decoder: {step} steps, {minutes:.1f} min this run, PSNR {whole:.2f} dB (bg {bg:.2f})")
+    print(
+        f"vae decoder: {step} steps, {minutes:.1f} min this run, PSNR {whole:.2f} dB (bg {bg:.2f})"
+    )
     record(
         "vae-decoder",
         {
@@ -652,9 +654,7 @@ def train_unet(args) -> None:
             # Offset noise: without it the background, which lives in the latent channel means, leaks
             # through the noise at t ~ 1000 (SNR 0.005 is not zero) and the model learns to read it
             # from there instead of the prompt; samples from fresh noise then come out mid-gray.
-            noise = noise + args.offset_noise * torch.randn(
-                (b, z0.shape[1], 1, 1), generator=g
-            )
+            noise = noise + args.offset_noise * torch.randn((b, z0.shape[1], 1, 1), generator=g)
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, encoder_hidden_states=cond).sample

@@ -77,3 +77,17 @@ def test_bench_cli(capsys, tmp_path):
     )
     out = capsys.readouterr().out
     assert code == 0 and "| sdedit |" in out and (tmp_path / "summary.md").is_file()
+
+
+def test_shards_split_a_suite_into_one_results_file(tiny, tmp_path):
+    suite = make_suite("quick", seed=1)
+    kw = dict(overrides={"num_inference_steps": "2"}, progress=False, limit=3)
+    methods = parse_methods("sdedit")
+    run_benchmark(tiny, suite, methods, tmp_path, shard=(1, 2), **kw)
+    assert [r["edit_id"] for r in read_results(tmp_path / "results.csv")] == [
+        suite["edits"][1]["id"]
+    ]
+    rows = run_benchmark(tiny, suite, methods, tmp_path, shard=(0, 2), **kw)
+    assert sorted(r["edit_id"] for r in rows) == sorted(e["id"] for e in suite["edits"][:3])
+    with pytest.raises(ConfigError, match="shard 2/2 is impossible"):
+        run_benchmark(tiny, suite, methods, tmp_path, shard=(2, 2), **kw)

@@ -182,3 +182,37 @@ def test_exported_lora_loads_in_stock_pipeline(tiny, scene_path, tmp_path):
         assert any("lora" in n for n, _ in tiny.unet.named_parameters())
     finally:
         remove_lora(tiny.unet, "imagic")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return load_backbone("tiny-shapes", device="cpu")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue #5 open: the fit does not pin the layout yet. Measured on this scene (default fit, "
+    "seed 0): even eta=0 puts the circle 15 px off, and red appears only at guidance 5; with seed 1 "
+    "the position holds. A stronger fine-tune is the next thing to try (see README, Imagic).",
+)
+def test_colour_edit_changes_the_colour_and_keeps_the_position(shapes, tmp_path):
+    """Behaviour on the shapes world: blue circle -> "a red circle ...": the oracle reads red, and
+    the object stays where it was (centre within 5 px, the benchmark's bar)."""
+    from imagic_kit.shapes import Scene, read, render
+
+    scene = Scene("circle", "blue", "gray", x0=12, y0=20, side=26, texture_seed=7)
+    path = tmp_path / "blue-circle.png"
+    render(scene)[0].save(path)
+    r = edit(
+        shapes,
+        str(path),
+        "a red circle on a gray background",
+        method="imagic",
+        preset="fast",
+        seed=0,
+        progress=False,
+    )
+    got = read(r.image)
+    assert got.colour == "red" and got.shape == "circle", got.attributes()
+    dx, dy = got.centre[0] - scene.centre[0], got.centre[1] - scene.centre[1]
+    assert (dx * dx + dy * dy) ** 0.5 <= 5, (got.centre, scene.centre)

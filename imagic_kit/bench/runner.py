@@ -155,8 +155,14 @@ def run_benchmark(
     overrides: dict[str, str] | None = None,
     progress: bool = True,
     limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[dict[str, Any]]:
-    """Run every (method, sweep setting) on every edit of ``suite``; returns all rows (old and new)."""
+    """Run every (method, sweep setting) on every edit of ``suite``; returns all rows (old and new).
+
+    ``shard=(i, n)`` runs only the edits whose index is ``i`` modulo ``n``: n processes (or machines
+    sharing the folder) with i = 0..n-1 split a suite; they append to the same ``results.csv`` one
+    whole line at a time, and the rows returned (and any report written from them) include every
+    shard's rows finished so far."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -166,6 +172,10 @@ def run_benchmark(
     sweep = sweep or {}
     overrides = overrides or {}
     edits = suite["edits"][:limit] if limit else suite["edits"]
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"shard {i}/{n} is impossible; use I/N with 0 <= I < N, e.g. 0/2 and 1/2")
+    edits = edits[i::n]
     plans = []
     for method, preset in methods:
         spec = get_method(method)
@@ -191,11 +201,13 @@ def run_benchmark(
         )
     total = len(plans) * len(edits)
     bar = ProgressOptions(enabled=progress)(total, "bench")
-    new_file = not results.is_file()
+    try:  # exclusive create: of several shards starting together, one writes the header
+        with results.open("x", newline="") as f:
+            csv.DictWriter(f, fieldnames=FIELDS).writeheader()
+    except FileExistsError:
+        pass
     with results.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
         for e in edits:
             src = source_image(e)
             src_path = out / "images" / "inputs" / f"{e['id']}.png"

@@ -28,7 +28,13 @@ import torch
 from ..artifacts import Fit
 from ..config import param
 from ..errors import ArtifactMismatchError
-from ..lora import DEFAULT_TARGETS, LoraSpec, lora_applied, lora_state_dict, lora_training
+from ..lora import (
+    ATTENTION_AND_CONV_TARGETS,
+    LoraSpec,
+    lora_applied,
+    lora_state_dict,
+    lora_training,
+)
 from ..optim import denoising_loss, full_training, optimize
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
@@ -62,7 +68,9 @@ class ImagicConfig:
     lora_rank: int = param(8, help="LoRA rank", stage="fit", min=1, max=512)
     lora_alpha: float = param(8.0, help="LoRA alpha (scale = alpha / rank)", stage="fit", min=0.0)
     lora_targets: list = param(
-        list(DEFAULT_TARGETS), help="UNet modules that get a LoRA (comma list)", stage="fit"
+        list(ATTENTION_AND_CONV_TARGETS),
+        help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = attention only)",
+        stage="fit",
     )
     batch_size: int = param(
         4, help="noise samples of the input image per optimisation step", stage="fit", min=1, max=64
@@ -71,7 +79,7 @@ class ImagicConfig:
         False, help="trade compute for memory on large UNets", stage="fit"
     )
     eta: float = param(
-        0.7,
+        1.0,
         help="interpolation weight: 0 reproduces the input, 1 is the target text (sec. 3.3)",
         stage="sample",
         min=-1.0,
