@@ -103,8 +103,13 @@ def load_backbone(
     """Load a backbone from a preset name, a local folder, a hub id, or a diffusers pipeline.
 
     Raises :class:`ModelNotAvailableError` naming the model and how to get it when it is neither
-    local nor downloadable.
+    local nor downloadable. An explicit ``IMAGIC_KIT_NUM_THREADS`` is applied here too (the CLI
+    applies the whole thread policy), so parallel Python jobs do not oversubscribe the CPU.
     """
+    if os.environ.get("IMAGIC_KIT_NUM_THREADS"):
+        from .threads import configure_threads
+
+        configure_threads()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if hasattr(model, "components") and not isinstance(model, str | os.PathLike):

@@ -177,3 +177,20 @@ def test_hub_id_loads_from_the_local_cache_offline(tiny, tmp_path, monkeypatch):
     bb = load_backbone("someorg/tiny-sd", device="cpu")
     assert bb.model_id == "someorg/tiny-sd"
     torch.testing.assert_close(_out(bb), _out(tiny))
+
+
+def test_load_backbone_applies_an_explicit_thread_count(monkeypatch):
+    import torch
+
+    from imagic_kit import threads
+    from imagic_kit.models import load_backbone
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("IMAGIC_KIT_NUM_THREADS", "1")
+    monkeypatch.setattr(threads, "_configured", None)
+    try:
+        load_backbone("tiny-random", device="cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        threads._configured = before
