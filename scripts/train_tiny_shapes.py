@@ -339,36 +339,46 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255.0**2 / mse)
 
 
-def train_vae(args) -> None:
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(args.seed + 1)
-    vae = AutoencoderKL(**VAE_CFG)
-    lr = args.lr or 1e-3
-    opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    ck = None if args.fresh else load_ckpt("vae")
+def _vae_loop(
+    args,
+    vae,
+    params,
+    stage: str,
+    *,
+    lr: float,
+    batch: int,
+    seed_offset: int,
+    loss_fn,
+    ckpt_extra: dict | None = None,
+) -> tuple[int, float]:
+    """The VAE stages' shared loop: Adam on ``params``, resume from the stage's checkpoint (when its
+    ``ckpt_extra`` entries match), cosine lr over the budget, a batch of fresh scenes a step,
+    ``loss_fn(x) -> (reconstruction, loss)``, running PSNR, checkpoints. -> (steps, start time).
+    The caller sets train/eval modes and evaluates and saves the result."""
+    extra = ckpt_extra or {}
+    opt = torch.optim.Adam(params, lr=lr)
+    ck = None if args.fresh else load_ckpt(stage)
     step = 0
-    if ck:
+    if ck and all(ck.get(k) == v for k, v in extra.items()):
         vae.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
-    rng = np.random.default_rng(args.seed * 1000 + 1 + step)
+    rng = np.random.default_rng(args.seed * 1000 + seed_offset + step)
     stop = budget(args, step)
     t0 = time.time()
-    bar = tqdm(desc="vae", unit="step", initial=step)
-    vae.train()
+    bar = tqdm(desc=stage.replace("-", " "), unit="step", initial=step)
     recent: list[float] = []
     first = step
+
+    def ckpt() -> None:
+        save_ckpt(
+            stage, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, **extra}
+        )
+
     while not stop(step, t0):
         cosine_lr(opt, lr, args, step, first, t0)
-        _, x = scenes_batch(rng, args.batch or 8)
-        post = vae.encode(x).latent_dist
-        # The posterior mean, not a sample: with the tiny KL weight the variance would only shrink
-        # slowly, and the noise slowed reconstruction down (18.7 dB after 260 steps vs. faster with the mean).
-        z = post.mode()
-        y = vae.decode(z).sample
-        kl = post.kl().mean() / x[0].numel()
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-5 * kl
+        _, x = scenes_batch(rng, batch)
+        y, loss = loss_fn(x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -377,9 +387,38 @@ def train_vae(args) -> None:
         bar.update(1)
         bar.set_postfix(psnr=f"{np.mean(recent):.2f}")
         if step % 200 == 0:
-            save_ckpt("vae", {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
+            ckpt()
     bar.close()
-    save_ckpt("vae", {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
+    ckpt()
+    return step, t0
+
+
+def train_vae(args) -> None:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(args.seed + 1)
+    vae = AutoencoderKL(**VAE_CFG)
+
+    def loss_fn(x):
+        post = vae.encode(x).latent_dist
+        # The posterior mean, not a sample: with the tiny KL weight the variance would only shrink
+        # slowly, and the noise slowed reconstruction down (18.7 dB after 260 steps vs. faster with the mean).
+        z = post.mode()
+        y = vae.decode(z).sample
+        kl = post.kl().mean() / x[0].numel()
+        return y, F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-5 * kl
+
+    vae.train()
+    step, t0 = _vae_loop(
+        args,
+        vae,
+        vae.parameters(),
+        "vae",
+        lr=args.lr or 1e-3,
+        batch=args.batch or 8,
+        seed_offset=1,
+        loss_fn=loss_fn,
+    )
     vae.eval()
     whole, bg, scale = vae_eval(vae)
     vae.register_to_config(scaling_factor=scale)
@@ -439,52 +478,27 @@ def train_vae_decoder(args) -> None:
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for q in params:
         q.requires_grad_(True)
-    lr = args.lr or 5e-4
-    opt = torch.optim.Adam(params, lr=lr)
-    ck = None if args.fresh else load_ckpt("vae-decoder")
-    step = 0
-    if ck and ck["layers"] == vae.config.layers_per_block:
-        vae.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
-    rng = np.random.default_rng(args.seed * 1000 + 5 + step)
-    stop = budget(args, step)
-    t0 = time.time()
-    bar = tqdm(desc="vae decoder", unit="step", initial=step)
-    vae.eval()
-    vae.decoder.train()
-    recent: list[float] = []
-    first = step
+    lr, batch = args.lr or 5e-4, args.batch or 16
 
-    def ckpt():
-        save_ckpt(
-            "vae-decoder",
-            {
-                "model": vae.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-                "layers": vae.config.layers_per_block,
-            },
-        )
-
-    while not stop(step, t0):
-        cosine_lr(opt, lr, args, step, first, t0)
-        _, x = scenes_batch(rng, args.batch or 16)
+    def loss_fn(x):
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         y = vae.decode(z).sample
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        recent = (recent + [float(psnr(y.detach(), x).mean())])[-100:]
-        bar.update(1)
-        bar.set_postfix(psnr=f"{np.mean(recent):.2f}")
-        if step % 200 == 0:
-            ckpt()
-    bar.close()
-    ckpt()
+        return y, F.l1_loss(y, x) + F.mse_loss(y, x)
+
+    vae.eval()
+    vae.decoder.train()
+    step, t0 = _vae_loop(
+        args,
+        vae,
+        params,
+        "vae-decoder",
+        lr=lr,
+        batch=batch,
+        seed_offset=5,
+        loss_fn=loss_fn,
+        ckpt_extra={"layers": vae.config.layers_per_block},
+    )
     vae.eval()
     whole, bg, _ = vae_eval(vae)
     shutil.rmtree(TEXT2IMG / "vae", ignore_errors=True)
@@ -501,7 +515,7 @@ def train_vae_decoder(args) -> None:
             "psnr": whole,
             "psnr_background": bg,
             "layers_per_block": vae.config.layers_per_block,
-            "batch": args.batch or 16,
+            "batch": batch,
             "lr": lr,
             "seed": args.seed,
         },
