@@ -8,6 +8,7 @@ import torch
 
 from imagic_kit import edit, load_backbone
 from imagic_kit.errors import NonFiniteLossError
+from imagic_kit.methods.imagic import ImagicConfig
 
 FAST = {"embedding_steps": 6, "finetune_steps": 6, "num_inference_steps": 4, "batch_size": 2}
 
@@ -20,13 +21,24 @@ def _unet_state(bb):
     return {k: v.clone() for k, v in bb.unet.state_dict().items()}
 
 
+def test_cosine_schedule_decays_from_lr_to_zero():
+    from imagic_kit.methods.imagic import _schedule
+
+    assert _schedule("constant", 1e-3, 100) is None
+    f = _schedule("cosine", 1e-3, 100)
+    lrs = [f(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-3)
+    assert lrs[50] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and 0 < lrs[-1] < 1e-5
+
+
 def test_embedding_moves_and_interpolation_matters(tiny, scene_path):
     r = edit(
         tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
     )
     e_tgt, e_opt = r.fit.tensors["e_tgt"], r.fit.tensors["e_opt"]
     assert e_tgt.dtype == e_opt.dtype == torch.float32 and not torch.allclose(e_tgt, e_opt)
-    assert r.fit.lora is not None and r.fit.lora_spec.rank == 8
+    assert r.fit.lora is not None and r.fit.lora_spec.rank == ImagicConfig().lora_rank
     r0 = edit(
         tiny,
         str(scene_path),
@@ -189,30 +201,46 @@ def shapes():
     return load_backbone("tiny-shapes", device="cpu")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #5 open: the fit does not pin the layout yet. Measured on this scene (default fit, "
-    "seed 0): even eta=0 puts the circle 15 px off, and red appears only at guidance 5; with seed 1 "
-    "the position holds. A stronger fine-tune is the next thing to try (see README, Imagic).",
+SCENE = dict(
+    shape="circle", colour="blue", background="gray", x0=12, y0=20, side=26, texture_seed=7
 )
-def test_colour_edit_changes_the_colour_and_keeps_the_position(shapes, tmp_path):
-    """Behaviour on the shapes world: blue circle -> "a red circle ...": the oracle reads red, and
-    the object stays where it was (centre within 5 px, the benchmark's bar)."""
+
+
+@pytest.fixture(scope="module")
+def red_edits(shapes):
+    """One default fit of blue circle -> "a red circle on a gray background", sampled with seeds
+    0, 1, 2 (fit once, sample many): what the oracle reads, and the centre shift in px."""
     from imagic_kit.shapes import Scene, read, render
 
-    scene = Scene("circle", "blue", "gray", x0=12, y0=20, side=26, texture_seed=7)
-    path = tmp_path / "blue-circle.png"
-    render(scene)[0].save(path)
-    r = edit(
-        shapes,
-        str(path),
-        "a red circle on a gray background",
-        method="imagic",
-        preset="fast",
-        seed=0,
-        progress=False,
-    )
-    got = read(r.image)
-    assert got.colour == "red" and got.shape == "circle", got.attributes()
-    dx, dy = got.centre[0] - scene.centre[0], got.centre[1] - scene.centre[1]
-    assert (dx * dx + dy * dy) ** 0.5 <= 5, (got.centre, scene.centre)
+    scene = Scene(**SCENE)
+    image = render(scene)[0]
+    prompt = "a red circle on a gray background"
+    fit = edit(shapes, image, prompt, method="imagic", seed=0, progress=False).fit
+    out = []
+    for seed in (0, 1, 2):
+        got = read(
+            edit(
+                shapes, image, prompt, method="imagic", seed=seed, artifacts=fit, progress=False
+            ).image
+        )
+        dx, dy = got.centre[0] - scene.centre[0], got.centre[1] - scene.centre[1]
+        out.append((got.attributes(), (dx * dx + dy * dy) ** 0.5))
+    return out
+
+
+def test_colour_edit_changes_the_colour_and_keeps_the_position(red_edits):
+    """Behaviour on the shapes world, default recipe: the oracle reads a red circle for every seed,
+    and for most seeds the object stays where it was (centre within 5 px, the benchmark's bar).
+    Measured 2026-11-27: red circle for seeds 0-2, in place for seeds 1 and 2, 17 px up for seed 0."""
+    for attrs, _ in red_edits:
+        assert attrs["colour"] == "red" and attrs["shape"] == "circle", red_edits
+    assert sum(shift <= 5 for _, shift in red_edits) >= 2, red_edits
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue #5 open: the fit does not pin the layout for every noise seed: on this scene "
+    "seed 0 draws the red circle 17 px above the input's (seeds 1 and 2 keep it in place).",
+)
+def test_colour_edit_keeps_the_position_for_every_seed(red_edits):
+    assert all(shift <= 5 for _, shift in red_edits), red_edits
