@@ -8,6 +8,7 @@ non-finite loss instead of producing a black image later.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -18,6 +19,17 @@ from .errors import NonFiniteLossError
 from .progress import SILENT, ProgressOptions
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_schedule(kind: str, lr: float, steps: int) -> Callable[[int], float] | None:
+    """A per-step learning rate for :func:`optimize`'s ``lr_fn``: ``None`` for "constant" (the
+    optimizer keeps ``lr``), or a cosine decay from ``lr`` at step 0 towards 0 at ``steps``."""
+    if kind == "constant":
+        return None
+    if kind == "cosine":
+        return lambda step: 0.5 * lr * (1.0 + math.cos(math.pi * step / max(steps, 1)))
+    raise ValueError(f"lr schedule {kind!r} is unknown; choose one of: {', '.join(SCHEDULES)}")
 
 
 def optimize(

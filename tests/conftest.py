@@ -24,6 +24,14 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def shapes():
+    """The embedded tiny-shapes model, for behaviour tests (one load for the whole session)."""
+    from imagic_kit import load_backbone
+
+    return load_backbone("tiny-shapes", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_v():
     from imagic_kit import load_backbone
 

@@ -21,17 +21,6 @@ def _unet_state(bb):
     return {k: v.clone() for k, v in bb.unet.state_dict().items()}
 
 
-def test_cosine_schedule_decays_from_lr_to_zero():
-    from imagic_kit.methods.imagic import _schedule
-
-    assert _schedule("constant", 1e-3, 100) is None
-    f = _schedule("cosine", 1e-3, 100)
-    lrs = [f(s) for s in range(100)]
-    assert lrs[0] == pytest.approx(1e-3)
-    assert lrs[50] == pytest.approx(5e-4)
-    assert all(a > b for a, b in zip(lrs, lrs[1:])) and 0 < lrs[-1] < 1e-5
-
-
 def test_embedding_moves_and_interpolation_matters(tiny, scene_path):
     r = edit(
         tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
@@ -194,11 +183,6 @@ def test_exported_lora_loads_in_stock_pipeline(tiny, scene_path, tmp_path):
         assert any("lora" in n for n, _ in tiny.unet.named_parameters())
     finally:
         remove_lora(tiny.unet, "imagic")
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_backbone("tiny-shapes", device="cpu")
 
 
 SCENE = dict(

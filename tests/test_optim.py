@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from imagic_kit.errors import NonFiniteLossError
-from imagic_kit.optim import optimize
+from imagic_kit.optim import lr_schedule, optimize
 
 
 def test_minimises_a_quadratic():
@@ -54,3 +54,14 @@ def test_callback_receives_progress():
     )
     assert [e[:3] for e in events] == [("emb", 1, 3), ("emb", 2, 3), ("emb", 3, 3)]
     assert "loss" in events[0][3]
+
+
+def test_cosine_schedule_decays_from_lr_to_zero():
+    assert lr_schedule("constant", 1e-3, 100) is None
+    f = lr_schedule("cosine", 1e-3, 100)
+    lrs = [f(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-3)
+    assert lrs[50] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and 0 < lrs[-1] < 1e-5
+    with pytest.raises(ValueError, match="lr schedule 'linear' is unknown"):
+        lr_schedule("linear", 1e-3, 100)

@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from imagic_kit import load_backbone
 from imagic_kit.imaging import tensor_to_pil
 from imagic_kit.models import embedded_path
 from imagic_kit.sampling import ddim_sample
 from imagic_kit.shapes import parse_caption, random_scenes, read, render
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_backbone("tiny-shapes", device="cpu")
 
 
 def card_guidance() -> float:

@@ -24,21 +24,22 @@ processes sharing the CPU; the README has the tables):
   broke the model; at 3e-5 x 800 steps it kept the layout less often than the LoRA.
 - 400 embedding steps at lr 5e-3: e_opt must move far enough from e_tgt for the interpolation to
   mean something (100 steps: no edit appeared at eta <= 1.5; 1000 steps at 2e-3 helped background
-  edits, 2 of 4 samples against 0 of 4 with 400, but cost ~90 s more). 600 LoRA steps at lr 2e-3 with cosine decay, batch 4: a constant
-  2e-3 sometimes wrecked the reconstruction (one scene came back as a grey circle 30 px away, 10 dB),
-  the cosine decay kept it (eta 0: in place, 19.5 dB). Fit ~125 s, sample ~3.5 s (50 steps).
+  edits, 2 of 4 samples against 0 of 4 with 400, but cost ~90 s more).
+- 600 LoRA steps at lr 2e-3 with cosine decay, batch 4: a constant 2e-3 sometimes wrecked the
+  reconstruction (one scene came back as a grey circle 30 px away, 10 dB), the cosine decay kept it
+  (eta 0: in place, 19.5 dB). Fit ~130 s, sample ~3 s (50 steps), peak ~490 MB.
 - Guidance 5 (the model card's text-to-image optimum; at 3 red did not appear on a test scene).
 - eta = 1.0, chosen on the quick suite (eta 0.8/1.0/1.2/1.4 -> success 33/50/42/33%, target
   attributes 67/83/100/100%, position kept 67/75/67/50%).
-Known shortfall (issue #5 open): full-suite success is 23% at eta 1.0 (eta 0.8/1.2: 21/21%; sdedit 23%, ddim 17%; the previous recipe 21%), far below the 80% target; the quick-suite gain did not carry over. What
-fails: the regenerated background texture on black backgrounds (PSNR ~20-23 dB, under the 25 dB bar,
+Known shortfall (issue #5 open): full-suite success is 23% at eta 1.0 (eta 0.8/1.2: 21/21%; sdedit
+23%, ddim 17%; the previous recipe 21%), far below the 80% target; the quick-suite gain did not
+carry over. What fails: the regenerated background texture on black backgrounds (PSNR ~20-23 dB, under the 25 dB bar,
 against ~26-28 dB on white ones), and for some noise seeds the layout (the object drawn elsewhere).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,7 @@ from ..lora import (
     lora_state_dict,
     lora_training,
 )
-from ..optim import denoising_loss, full_training, optimize
+from ..optim import SCHEDULES, denoising_loss, full_training, lr_schedule, optimize
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ._common import ddim_eta, guidance_scale, num_images_per_prompt, num_inference_steps
@@ -87,7 +88,7 @@ class ImagicConfig:
         "cosine",
         help="learning-rate schedule of the fine-tuning: constant, or cosine decay to 0",
         stage="fit",
-        choices=["constant", "cosine"],
+        choices=list(SCHEDULES),
     )
     lora_rank: int = param(16, help="LoRA rank", stage="fit", min=1, max=512)
     lora_alpha: float = param(16.0, help="LoRA alpha (scale = alpha / rank)", stage="fit", min=0.0)
@@ -154,7 +155,7 @@ def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
             lambda step: denoising_loss(backbone, batch, e_opt, generator),
             steps=config.finetune_steps,
             lr=config.finetune_lr,
-            lr_fn=_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
+            lr_fn=lr_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
             progress=progress,
             stage=f"finetune-{config.finetune}",
             what="the LoRA weights" if lora else "the UNet weights",
@@ -167,12 +168,6 @@ def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
                 for k, v in backbone.unet.state_dict().items()
             }
     return fit
-
-
-def _schedule(kind: str, lr: float, steps: int):
-    if kind == "constant":
-        return None
-    return lambda step: 0.5 * lr * (1.0 + math.cos(math.pi * step / max(steps, 1)))
 
 
 @contextlib.contextmanager
