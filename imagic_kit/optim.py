@@ -20,6 +20,7 @@ from .progress import SILENT, ProgressOptions
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
+LOSS_WEIGHTINGS = ("eps", "v", "x0")
 
 
 def lr_schedule(kind: str, lr: float, steps: int) -> Callable[[int], float] | None:
@@ -98,6 +99,34 @@ def optimize(
     return losses
 
 
+def timestep_weights(
+    backbone: Backbone, t: torch.Tensor, weighting: str = "eps", cap: float | None = None
+) -> torch.Tensor | None:
+    """Per-sample loss weights that make the model's native loss act like another prediction
+    type's loss; ``None`` when no reweighting is needed.
+
+    At a given noisy input, the errors of the three parameterisations are tied:
+    ``|err_v|^2 = |err_eps|^2 / abar`` and ``|err_x0|^2 = |err_eps|^2 / SNR`` with
+    ``SNR = abar / (1 - abar)``. "eps" is the standard loss (the papers'); "v" and "x0" weigh the
+    noisy timesteps more (``1/abar`` resp. ``1/SNR`` times the eps loss, capped at ``cap``), where the
+    layout and the smooth, low-frequency content of an image are decided, so a fit reproduces them
+    more precisely when sampling from fresh noise.
+    """
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(
+            f"loss weighting {weighting!r} is unknown; choose one of: {', '.join(LOSS_WEIGHTINGS)}"
+        )
+    native = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}.get(backbone.prediction_type)
+    if weighting == native and cap is None:
+        return None
+    abar = backbone.alphas_cumprod.to(t.device)[t.long()].float()
+    eps_equiv = {"eps": torch.ones_like(abar), "v": 1.0 / abar, "x0": (1.0 - abar) / abar}
+    w = eps_equiv[weighting]
+    if cap is not None:
+        w = w.clamp(max=cap)
+    return w / eps_equiv[native or "eps"]
+
+
 def denoising_loss(
     backbone: Backbone,
     latents: torch.Tensor,
@@ -106,12 +135,15 @@ def denoising_loss(
     *,
     t_low: int = 0,
     t_high: int | None = None,
+    weighting: str = "eps",
+    weight_cap: float | None = None,
 ) -> torch.Tensor:
     """The standard diffusion loss ||f(x_t, t, cond) - target||^2, fresh noise, t ~ U[t_low, t_high).
 
     The target follows the model's prediction type (eps or v). Used by every method that fits
     something to the input image (Imagic sec. 3.1-3.2, FastEdit, DECOR's customisation).
-    Gradients flow into ``cond`` and any trainable UNet parameters.
+    Gradients flow into ``cond`` and any trainable UNet parameters. ``weighting`` / ``weight_cap``
+    reweigh the timesteps (:func:`timestep_weights`; the batch's weights are normalised to sum 1).
 
     Shapes: latents [B, C, h, w], cond [B|1, L, D].
     """
@@ -120,7 +152,12 @@ def denoising_loss(
     noise = backbone.randn(tuple(latents.shape), generator)
     x_t = backbone.add_noise(latents, noise, t)
     out = backbone.model_output(x_t, t, cond.expand(b, -1, -1) if cond.shape[0] != b else cond)
-    return F.mse_loss(out, backbone.training_target(latents, noise, t))
+    target = backbone.training_target(latents, noise, t)
+    w = timestep_weights(backbone, t, weighting, weight_cap)
+    if w is None:
+        return F.mse_loss(out, target)
+    per_sample = (out - target).pow(2).flatten(1).mean(1)
+    return (w * per_sample).sum() / w.sum()
 
 
 @contextlib.contextmanager

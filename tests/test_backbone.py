@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imagic_kit.lora import LoraSpec, add_lora, remove_lora
-from imagic_kit.optim import denoising_loss, optimize
+from imagic_kit.optim import denoising_loss, optimize, timestep_weights
 
 
 def test_constants_come_from_configs(tiny, tiny_v):
@@ -48,6 +48,41 @@ def test_training_target_inverts_to_x0_and_eps(request, which):
     x0_hat, eps_hat = bb.to_x0_eps(xt, bb.training_target(x0, eps, t), t)
     torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_v"])
+@pytest.mark.parametrize("weighting", ["eps", "v", "x0"])
+def test_loss_weighting_turns_the_native_loss_into_the_chosen_one(request, which, weighting):
+    """w(t) * |native error|^2 == |error in the chosen parameterisation|^2, for any model output."""
+    bb = request.getfixturevalue(which)
+    g = torch.Generator().manual_seed(0)
+    x0, eps, out = (bb.randn((3, 4, 16, 16), g) for _ in range(3))
+    t = torch.tensor([10, 500, 990])
+    xt = bb.add_noise(x0, eps, t)
+    native = (out - bb.training_target(x0, eps, t)).pow(2).flatten(1).sum(1)
+    x0_hat, eps_hat = bb.to_x0_eps(xt, out, t)
+    abar = bb.alphas_cumprod[t].float()
+    wanted = {
+        "eps": (eps_hat - eps).pow(2).flatten(1).sum(1),
+        "v": (
+            abar.sqrt().view(-1, 1, 1, 1) * (eps_hat - eps)
+            - (1 - abar).sqrt().view(-1, 1, 1, 1) * (x0_hat - x0)
+        )
+        .pow(2)
+        .flatten(1)
+        .sum(1),
+        "x0": (x0_hat - x0).pow(2).flatten(1).sum(1),
+    }[weighting]
+    w = timestep_weights(bb, t, weighting)
+    if w is None:  # the native loss already is the chosen one
+        torch.testing.assert_close(native, wanted, rtol=1e-3, atol=1e-4)
+    else:
+        torch.testing.assert_close(w * native, wanted, rtol=1e-3, atol=1e-4)
+    capped = timestep_weights(bb, t, weighting, cap=5.0)
+    uncapped = w if w is not None else torch.ones(3)
+    assert capped is not None and torch.all(capped <= uncapped + 1e-6)
+    with pytest.raises(ValueError, match="unknown"):
+        timestep_weights(bb, t, "snr")
 
 
 @pytest.mark.parametrize("which", ["tiny", "tiny_v"])
