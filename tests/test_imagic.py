@@ -13,6 +13,13 @@ from imagic_kit.methods.imagic import ImagicConfig
 FAST = {"embedding_steps": 6, "finetune_steps": 6, "num_inference_steps": 4, "batch_size": 2}
 
 
+def fit_and_sample(backbone, image, prompt="a blue circle", **over):
+    """Imagic on ``image`` with seed 0, no progress bars and the FAST settings (``over`` wins)."""
+    return edit(
+        backbone, str(image), prompt, method="imagic", progress=False, **{"seed": 0, **FAST, **over}
+    )
+
+
 def px(img):
     return np.asarray(img, dtype=np.int16)
 
@@ -22,83 +29,34 @@ def _unet_state(bb):
 
 
 def test_embedding_moves_and_interpolation_matters(tiny, scene_path):
-    r = edit(
-        tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
-    )
+    r = fit_and_sample(tiny, scene_path)
     e_tgt, e_opt = r.fit.tensors["e_tgt"], r.fit.tensors["e_opt"]
     assert e_tgt.dtype == e_opt.dtype == torch.float32 and not torch.allclose(e_tgt, e_opt)
     assert r.fit.lora is not None and r.fit.lora_spec.rank == ImagicConfig().lora_rank
-    r0 = edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        artifacts=r.fit,
-        **FAST,
-        eta=0.0,
-    )
-    r1 = edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        artifacts=r.fit,
-        **FAST,
-        eta=1.0,
-    )
+    r0 = fit_and_sample(tiny, scene_path, artifacts=r.fit, eta=0.0)
+    r1 = fit_and_sample(tiny, scene_path, artifacts=r.fit, eta=1.0)
     assert not np.array_equal(px(r0.image), px(r1.image))
 
 
 def test_backbone_is_unchanged_after_lora_and_full_fits(tiny, scene_path, tmp_path):
     before = _unet_state(tiny)
-    edit(tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST)
-    r = edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        finetune="full",
-        finetune_lr=1e-3,
-        save_artifacts=tmp_path / "full",
-        **FAST,
+    fit_and_sample(tiny, scene_path)
+    r = fit_and_sample(
+        tiny, scene_path, finetune="full", finetune_lr=1e-3, save_artifacts=tmp_path / "full"
     )
     after = _unet_state(tiny)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.requires_grad for p in tiny.unet.parameters())
     assert (tmp_path / "full" / "unet.safetensors").is_file() and r.fit.unet_state is not None
-    reused = edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        finetune="full",
-        finetune_lr=1e-3,
-        artifacts=tmp_path / "full",
-        **FAST,
+    reused = fit_and_sample(
+        tiny, scene_path, finetune="full", finetune_lr=1e-3, artifacts=tmp_path / "full"
     )
     assert np.array_equal(px(reused.image), px(r.image))
     assert all(torch.equal(before[k], v) for k, v in _unet_state(tiny).items())
 
 
 def test_finetune_none_is_embedding_only(tiny, scene_path):
-    r = edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        finetune="none",
-        **FAST,
-    )
+    r = fit_and_sample(tiny, scene_path, finetune="none")
     assert r.fit.lora is None and r.fit.unet_state is None
 
 
@@ -107,16 +65,7 @@ def test_loss_weighting_reaches_both_fitting_stages(tiny, scene_path):
     embedding stage and (with the embedding left at e_tgt) in the fine-tuning stage."""
 
     def fit(weighting, **over):
-        return edit(
-            tiny,
-            str(scene_path),
-            "a blue circle",
-            method="imagic",
-            seed=0,
-            progress=False,
-            loss_weighting=weighting,
-            **{**FAST, **over},
-        ).fit
+        return fit_and_sample(tiny, scene_path, loss_weighting=weighting, **over).fit
 
     v, v_again, eps = (
         fit("v", finetune="none"),
@@ -133,38 +82,16 @@ def test_loss_weighting_reaches_both_fitting_stages(tiny, scene_path):
 def test_target_prompt_is_part_of_the_fit(tiny, scene_path, tmp_path):
     from imagic_kit.errors import ArtifactMismatchError
 
-    edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        save_artifacts=tmp_path / "f",
-        **FAST,
-    )
+    fit_and_sample(tiny, scene_path, save_artifacts=tmp_path / "f")
     with pytest.raises(ArtifactMismatchError, match="prompt"):
-        edit(
-            tiny,
-            str(scene_path),
-            "a green circle",
-            method="imagic",
-            seed=0,
-            progress=False,
-            artifacts=tmp_path / "f",
-            **FAST,
-        )
+        fit_and_sample(tiny, scene_path, "a green circle", artifacts=tmp_path / "f")
 
 
 def test_v_prediction_and_half_precision_backbones(tiny_v, scene_path):
-    r = edit(
-        tiny_v, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
-    )
+    r = fit_and_sample(tiny_v, scene_path)
     assert r.image.size == (64, 64)
     bf16 = load_backbone("tiny-random", device="cpu", dtype="bfloat16")
-    r = edit(
-        bf16, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False, **FAST
-    )
+    r = fit_and_sample(bf16, scene_path)
     assert r.fit.tensors["e_opt"].dtype == torch.float32
     assert all(v.dtype == torch.float32 for v in r.fit.lora.values())
     assert bf16.unet.dtype == torch.bfloat16
@@ -176,16 +103,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny, scene_path, tmp_path, monkeyp
     real = imagic.denoising_loss
     monkeypatch.setattr(imagic, "denoising_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
-        edit(
-            tiny,
-            str(scene_path),
-            "a blue circle",
-            method="imagic",
-            seed=0,
-            progress=False,
-            save_artifacts=tmp_path / "f",
-            **FAST,
-        )
+        fit_and_sample(tiny, scene_path, save_artifacts=tmp_path / "f")
     assert not (tmp_path / "f").exists()  # nothing half-written
 
 
@@ -193,16 +111,7 @@ def test_exported_lora_loads_in_stock_pipeline(tiny, scene_path, tmp_path):
     from imagic_kit.lora import remove_lora
     from imagic_kit.models import to_pipeline
 
-    edit(
-        tiny,
-        str(scene_path),
-        "a blue circle",
-        method="imagic",
-        seed=0,
-        progress=False,
-        save_artifacts=tmp_path / "f",
-        **FAST,
-    )
+    fit_and_sample(tiny, scene_path, save_artifacts=tmp_path / "f")
     pipe = to_pipeline(tiny)
     pipe.load_lora_weights(
         str(tmp_path / "f"), weight_name="unet_lora.safetensors", adapter_name="imagic"
