@@ -263,8 +263,17 @@ def _model_index(model: str, revision: str | None, local_files_only: bool) -> di
     return json.loads(Path(path).read_text())
 
 
+def _first_sentence(err: Exception, limit: int = 160) -> str:
+    """The first sentence of an exception's text, cut at a word boundary: a cause, not a wall."""
+    text = (str(err).strip().splitlines() or [""])[0] or type(err).__name__
+    text = text.split(". ")[0].rstrip(".")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
+
+
 def _not_available(model: str, err: Exception) -> ModelNotAvailableError:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    first = _first_sentence(err)
     if Path(model).exists():
         return ModelNotAvailableError(
             f"model folder '{model}' could not be loaded ({first}); check it is a complete diffusers folder"
