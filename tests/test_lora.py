@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from imagic_kit.lora import (
+    CONV_TARGETS,
+    DEFAULT_TARGETS,
     LoraSpec,
     add_lora,
     lora_applied,
@@ -57,10 +60,11 @@ def test_saved_lora_reapplies_exactly(tiny, tmp_path):
     assert not torch.allclose(_out(tiny), changed)
 
 
-def test_export_loads_into_stock_diffusers_pipeline(tiny, tmp_path):
+@pytest.mark.parametrize("targets", [DEFAULT_TARGETS, CONV_TARGETS], ids=["attention", "convs"])
+def test_export_loads_into_stock_diffusers_pipeline(tiny, tmp_path, targets):
     from imagic_kit.models import to_pipeline
 
-    spec = LoraSpec(rank=4, alpha=4)
+    spec = LoraSpec(rank=4, alpha=4, target_modules=list(targets))
     state, changed = _trained_lora(tiny, spec)
     save_lora(tmp_path / "unet_lora.safetensors", state, spec)
     pipe = to_pipeline(tiny)

@@ -18,16 +18,25 @@ default LoRA recipe, ``fast`` trades some success for speed.
 
 Defaults, as measured on the shapes world (tiny-shapes, 2-core CPU, one thread per process, two
 processes sharing the CPU; the README has the tables):
-- LoRA rank 16 (alpha 16) on the attention projections *and* the ResNet convs (conv1, conv2):
-  tiny-shapes' UNet has no attention at its top resolution, and an attention-only LoRA left the
-  reconstruction at ~18 dB with wrong colours (21.4 dB with the convs). Full fine-tuning at lr 1e-4
-  broke the model; at 3e-5 x 800 steps it kept the layout less often than the LoRA.
+- LoRA rank 16 (alpha 16) on the ResNet convs only (conv1, conv2), no attention projection. The
+  usual SD LoRA targets the attention projections; on tiny-shapes an attention-only LoRA left the
+  reconstruction at ~18 dB with wrong colours (its UNet has no attention at the top resolution),
+  and attention + convs (the previous default) changed how the colour words are drawn: the
+  cross-attention's to_k/to_v map each prompt token to what it draws, the LoRA fitted them to the
+  input under e_opt (which starts from e_tgt), and at eta 1 colour edits drew a third colour
+  (blue -> red came out green, red -> blue green, yellow -> green red; 0 of those 4 full-suite
+  edits at seed 0). With the convs only, the prompt is read as pretrained and the LoRA keeps the
+  layout and texture: on those 4 edits, seeds 0-2, target attributes 11/12 at eta 1.2 (excluding
+  only the cross-attention's to_k/to_v: 6/12). Full suite: see "Known shortfall" below. Full
+  fine-tuning at lr 1e-4 broke the model; at 3e-5 x 800 steps it kept the layout less often than
+  the LoRA.
 - 400 embedding steps at lr 5e-3: e_opt must move far enough from e_tgt for the interpolation to
   mean something (100 steps: no edit appeared at eta <= 1.5; 1000 steps at 2e-3 helped background
   edits, 2 of 4 samples against 0 of 4 with 400, but cost ~90 s more).
 - 600 LoRA steps at lr 2e-3 with cosine decay, batch 4: a constant 2e-3 sometimes wrecked the
   reconstruction (one scene came back as a grey circle 30 px away, 10 dB), the cosine decay kept it
-  (eta 0: in place, 19.5 dB). Fit ~130 s, sample ~3 s (50 steps), peak ~490 MB.
+  (eta 0: in place, 19.5 dB). Fit ~118 s (median, full suite), sample ~2.6 s (50 steps), peak
+  ~480 MB. 1000 steps: on 14 full-suite edits the same success as 600 (with the previous targets).
 - The fitting loss is weighted like a v-prediction loss (``loss_weighting="v"``: 1/abar_t times the
   standard eps loss, capped at 20), in both stages. The paper uses the plain eps loss; on the shapes
   world it under-weights the noisy timesteps that decide the layout and the smooth background
@@ -37,12 +46,15 @@ processes sharing the CPU; the README has the tables):
   eta 1.0) the v weighting raised success from 4/12 to 8/12 and the eta-0 reconstruction of black
   scenes by ~2.5 dB (x0 weighting, or a cap of 100, measured the same). ``paper`` keeps the eps loss.
 - Guidance 5 (the model card's text-to-image optimum; at 3 red did not appear on a test scene).
-- eta = 1.0, chosen on the quick suite (eta 0.8/1.0/1.2/1.4 -> success 42/58/58/50%, target
-  attributes 67/83/92/92%, position kept 83/67/58/58%; 1.0 and 1.2 tie, 1.0 moves the object less).
-Known shortfall (issue #5 open): full-suite success is 38% at eta 1.0 (eta 0.8/1.2: 29/42%; eps
-loss 23%; sdedit 23%, ddim 17%), far below the 80% target. What fails: the regenerated background
-texture on black backgrounds (24.4 dB mean, kept 6 of 13, bar 25 dB), shape edits (25%), and
-background edits (33%: noisy, over-saturated new backgrounds, objects moved).
+- eta = 1.0, chosen on the quick suite with the previous LoRA targets (eta 0.8/1.0/1.2/1.4 ->
+  success 42/58/58/50%, target attributes 67/83/92/92%, position kept 83/67/58/58%; 1.0 and 1.2 tie,
+  1.0 moves the object less). Conv-only LoRA, full suite: 46/46/44/40%; the quick re-run was cut
+  short (4 of 12 edits: 3/3/3/1 successes).
+Known shortfall (issue #5 open): full-suite success is 46% at eta 1.0 (eta 0.8/1.2/1.4: 46/44/40%;
+previous LoRA targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%), far below the
+80% target. What fails: shape edits (33%: the texture around the reshaped object on black
+backgrounds, the new shape 5-10 px off), edits that change the background (50%; two attributes 33%:
+the object moves when the background colour changes), black-background textures under 25 dB.
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ from ..artifacts import Fit
 from ..config import param
 from ..errors import ArtifactMismatchError
 from ..lora import (
-    ATTENTION_AND_CONV_TARGETS,
+    CONV_TARGETS,
     LoraSpec,
     lora_applied,
     lora_state_dict,
@@ -101,8 +113,9 @@ class ImagicConfig:
     lora_rank: int = param(16, help="LoRA rank", stage="fit", min=1, max=512)
     lora_alpha: float = param(16.0, help="LoRA alpha (scale = alpha / rank)", stage="fit", min=0.0)
     lora_targets: list = param(
-        list(ATTENTION_AND_CONV_TARGETS),
-        help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = attention only)",
+        list(CONV_TARGETS),
+        help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = the attention "
+        "projections, the usual SD LoRA)",
         stage="fit",
     )
     loss_weighting: str = param(
