@@ -91,3 +91,22 @@ def test_shards_split_a_suite_into_one_results_file(tiny, tmp_path):
     assert sorted(r["edit_id"] for r in rows) == sorted(e["id"] for e in suite["edits"][:3])
     with pytest.raises(ConfigError, match="shard 2/2 is impossible"):
         run_benchmark(tiny, suite, methods, tmp_path, shard=(2, 2), **kw)
+
+
+def test_two_key_sweep_plots_one_line_per_value_of_the_other_key():
+    from imagic_kit.bench.report import sweep_series
+
+    def s(eta, de, label="imagic"):
+        return {"label": label, "sweep": f'{{"ddim_eta": {de}, "eta": {eta}}}', "success": 0.5}
+
+    summary = [s(1.0, 0.5), s(0.8, 0.5), s(0.8, 1.0), s(1.0, 1.0), s(0.8, 0.5, "other")]
+    series = sweep_series(summary)
+    assert sorted(series) == ["ddim_eta", "eta"]
+    eta_lines = series["eta"]
+    assert sorted(eta_lines) == ["imagic ddim_eta=0.5", "imagic ddim_eta=1.0", "other ddim_eta=0.5"]
+    assert [x for x, _ in eta_lines["imagic ddim_eta=0.5"]] == [0.8, 1.0]  # sorted by eta
+    assert {p["sweep"] for _, p in eta_lines["imagic ddim_eta=1.0"]} == {
+        '{"ddim_eta": 1.0, "eta": 0.8}',
+        '{"ddim_eta": 1.0, "eta": 1.0}',
+    }
+    assert sorted(series["ddim_eta"]) == ["imagic eta=0.8", "imagic eta=1.0", "other eta=0.8"]

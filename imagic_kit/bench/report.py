@@ -122,6 +122,29 @@ def summary_markdown(summary: list[dict[str, Any]], title: str = "Benchmark") ->
     return "\n".join(lines)
 
 
+def sweep_series(
+    summary: list[dict[str, Any]],
+) -> dict[str, dict[str, list[tuple[float, dict[str, Any]]]]]:
+    """For each numerically swept key: the lines to draw against it, ``{key: {line: [(x, s)]}}``
+    sorted by x. A line is one method label and one value of every other swept key (a 2-D sweep
+    of eta x ddim_eta gives one eta line per ddim_eta), so points of different settings are never
+    joined."""
+    swept: dict[str, dict[str, list[tuple[float, dict[str, Any]]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for s in summary:
+        setting = json.loads(s["sweep"] or "{}")
+        for k, v in setting.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                rest = " ".join(f"{k2}={v2}" for k2, v2 in sorted(setting.items()) if k2 != k)
+                line = f"{s['label']} {rest}".strip()
+                swept[k][line].append((float(v), s))
+    for lines in swept.values():
+        for pts in lines.values():
+            pts.sort(key=lambda p: p[0])
+    return {k: dict(v) for k, v in swept.items()}
+
+
 def write_plots(summary: list[dict[str, Any]], out: Path) -> list[Path]:
     try:
         import matplotlib
@@ -145,22 +168,24 @@ def write_plots(summary: list[dict[str, Any]], out: Path) -> list[Path]:
     fig.savefig(out / "success_vs_time.png", dpi=120)
     plt.close(fig)
     paths.append(out / "success_vs_time.png")
-    # one plot per swept key: success and background fidelity against its value, per method
-    swept: dict[str, dict[str, list[tuple[float, dict]]]] = defaultdict(lambda: defaultdict(list))
-    for s in summary:
-        for k, v in json.loads(s["sweep"] or "{}").items():
-            if isinstance(v, int | float):
-                swept[k][s["label"]].append((float(v), s))
+    # one plot per swept key: success and background fidelity against its value, one line per
+    # method and value of the other swept keys
+    swept = sweep_series(summary)
     for key, by_label in swept.items():
         fig, ax1 = plt.subplots(figsize=(6, 4))
         ax2 = ax1.twinx()
-        for label, pts in by_label.items():
-            pts.sort(key=lambda p: p[0])
-            xs = [p[0] for p in pts]
-            ax1.plot(
-                xs, [100 * (p[1]["success"] or 0) for p in pts], "o-", label=f"{label} success"
+        for i, (label, pts) in enumerate(by_label.items()):
+            xs, c = [p[0] for p in pts], f"C{i % 10}"
+            succ = [100 * (p[1]["success"] or 0) for p in pts]
+            ax1.plot(xs, succ, "o-", color=c, label=f"{label} success")
+            ax2.plot(
+                xs,
+                [p[1]["bg_psnr"] for p in pts],
+                "s--",
+                color=c,
+                alpha=0.6,
+                label=f"{label} bg PSNR",
             )
-            ax2.plot(xs, [p[1]["bg_psnr"] for p in pts], "s--", alpha=0.6, label=f"{label} bg PSNR")
         ax1.set_xlabel(key)
         ax1.set_ylabel("success (%)")
         ax2.set_ylabel("background PSNR (dB), fidelity")
