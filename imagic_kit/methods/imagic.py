@@ -5,10 +5,11 @@ interpolation.
               Optimise a copy e_opt with the denoising loss on the input image, model frozen,
               uniform timesteps, fresh noise each step (sec. 3.1, "text embedding optimization").
            2. Freeze e_opt; fine-tune the UNet on it with the same loss (sec. 3.2, "model
-              fine-tuning"): a LoRA on the attention projections (default) or the full UNet.
+              fine-tuning"): a LoRA (on the ResNet convs by default) or the full UNet.
     sample 3. From fresh noise, classifier-free guidance against the empty prompt, condition
               e = eta * e_tgt + (1 - eta) * e_opt (sec. 3.3, "text embedding interpolation").
-              eta = 0 reproduces the input, eta = 1 is the plain target text.
+              eta = 0 reproduces the input, eta = 1 is the plain target text. The sampler is
+              DDIM with stochasticity ``ddim_eta`` (0 deterministic, 1 DDPM-like; default 0.5).
 
 Legend: ``e_tgt`` = e_tgt, ``e_opt`` = e_opt (paper notation), ``eta`` = eta.
 
@@ -145,7 +146,7 @@ class ImagicConfig:
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(50)
     num_images_per_prompt: int = num_images_per_prompt(1)
-    ddim_eta: float = ddim_eta(0.0)
+    ddim_eta: float = ddim_eta(0.5)
 
 
 def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
