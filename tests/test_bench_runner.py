@@ -32,6 +32,13 @@ def test_runner_writes_rows_reports_and_resumes(tiny, tmp_path):
     assert all((tmp_path / r["image"]).is_file() for r in rows)
     again = run_benchmark(tiny, suite, methods, tmp_path, **kw)  # resumes: nothing new
     assert len(again) == len(rows) == len(read_results(tmp_path / "results.csv"))
+    before = (tmp_path / "results.csv").read_bytes()
+    changed = dict(kw, overrides={"num_inference_steps": "3"})  # another recipe, same labels
+    with pytest.raises(ConfigError, match="another recipe.*new --out folder"):
+        run_benchmark(tiny, suite, methods, tmp_path, **changed)
+    with pytest.raises(ConfigError, match="another recipe"):
+        run_benchmark(tiny, suite, methods, tmp_path, seed=1, **kw)
+    assert (tmp_path / "results.csv").read_bytes() == before  # nothing written, nothing lost
     paths = write_report(again, suite, tmp_path, "test")
     text = paths["summary"].read_text()
     assert "| sdedit |" in text and "| ddim@fast |" in text
@@ -110,3 +117,13 @@ def test_two_key_sweep_plots_one_line_per_value_of_the_other_key():
         '{"ddim_eta": 1.0, "eta": 1.0}',
     }
     assert sorted(series["ddim_eta"]) == ["imagic eta=0.8", "imagic eta=1.0", "other eta=0.8"]
+
+
+def test_results_of_another_version_are_not_resumed(tiny, tmp_path):
+    (tmp_path / "results.csv").write_text(
+        "label,method,sweep,edit_id\nsdedit,sdedit,{},colour-00\n"
+    )
+    with pytest.raises(ConfigError, match="another version of imagic-kit"):
+        run_benchmark(
+            tiny, make_suite("quick"), parse_methods("sdedit"), tmp_path, progress=False, limit=1
+        )

@@ -8,6 +8,7 @@ fit-stage field refits), exactly as ``edit(artifacts=...)`` does for users.
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import os
@@ -38,6 +39,7 @@ FIELDS = [
     "kind",
     "prompt",
     "seed",
+    "recipe",
     "success",
     "target_ok",
     "shape_ok",
@@ -137,6 +139,18 @@ def _label(method: str, preset: str | None) -> str:
     return f"{method}@{preset}" if preset else method
 
 
+def recipe_id(model_id: str, config: Any, seed: int, edit_spec: dict[str, Any]) -> str:
+    """A short hash of everything a results row depends on (the model, the whole resolved config,
+    the seed, the edit itself): a row is only reused (resumed) by a run that would compute it the
+    same way."""
+    blob = json.dumps(
+        {"model": model_id, "config": to_dict(config), "seed": seed, "edit": edit_spec},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def read_results(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
@@ -166,7 +180,15 @@ def run_benchmark(
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
-    done = {(r["label"], r["sweep"], r["edit_id"]) for r in read_results(results)}
+    if results.is_file():
+        with results.open(newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is not None and header != FIELDS:
+            raise ConfigError(
+                f"{results} was written by another version of imagic-kit (its columns differ); "
+                "write to a new --out folder"
+            )
+    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in read_results(results)}
     clip_path = backbone.extras.get("clip_path")
     clip = ClipScorer(clip_path) if clip_path else None
     sweep = sweep or {}
@@ -190,6 +212,19 @@ def run_benchmark(
                 {k: parse_value(infos[k], v) for k, v in combo.items()}, sort_keys=True
             )
             plans.append((method, preset, spec, cfg, sweep_label))
+    model_id = getattr(backbone, "model_id", "unknown")
+    recipes = {
+        (_label(m, p), sl, e["id"]): recipe_id(model_id, c, seed, e)
+        for m, p, _, c, sl in plans
+        for e in edits
+    }
+    stale = sorted({f"{k[0]} {k[1]}" for k, rid in recipes.items() if done.get(k, rid) != rid})
+    if stale:  # resuming would mix two recipes under one label
+        raise ConfigError(
+            f"{results} already holds results of {', '.join(stale[:3])} made with another recipe "
+            "(a default, preset, --set value, the seed, the suite or the model changed); write to a new --out "
+            "folder"
+        )
     unknown = [
         k
         for k in sweep
@@ -216,7 +251,7 @@ def run_benchmark(
             fits: dict[tuple[str, str], tuple[Fit, float]] = {}
             for method, preset, spec, cfg, sweep_label in plans:
                 label = _label(method, preset)
-                if (label, sweep_label, e["id"]) in done:
+                if (label, sweep_label, e["id"]) in done:  # same recipe (checked above)
                     bar.update()
                     continue
                 fit_key = (label, json.dumps(to_dict(cfg, "fit"), sort_keys=True, default=str))
@@ -249,6 +284,7 @@ def run_benchmark(
                     "kind": e.get("kind", ""),
                     "prompt": e["prompt"],
                     "seed": seed,
+                    "recipe": recipes[(label, sweep_label, e["id"])],
                     **m,
                     "clip_score": round(clip(r.image, e["prompt"]), 4) if clip else "",
                     "fit_s": round(cached[1] if cached else r.timings["fit_s"], 3),
