@@ -158,6 +158,21 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _resumable(results: Path) -> list[dict[str, str]]:
+    """The rows of an existing ``results.csv`` (read once), refused when its columns are not this
+    version's (an older file has no ``recipe`` to check a resume against)."""
+    if not results.is_file():
+        return []
+    with results.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is not None and reader.fieldnames != FIELDS:
+            raise ConfigError(
+                f"{results} was written by another version of imagic-kit (its columns differ); "
+                "write to a new --out folder"
+            )
+        return list(reader)
+
+
 def run_benchmark(
     backbone,
     suite: dict[str, Any],
@@ -180,15 +195,7 @@ def run_benchmark(
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
-    if results.is_file():
-        with results.open(newline="") as f:
-            header = next(csv.reader(f), None)
-        if header is not None and header != FIELDS:
-            raise ConfigError(
-                f"{results} was written by another version of imagic-kit (its columns differ); "
-                "write to a new --out folder"
-            )
-    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in read_results(results)}
+    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in _resumable(results)}
     clip_path = backbone.extras.get("clip_path")
     clip = ClipScorer(clip_path) if clip_path else None
     sweep = sweep or {}
@@ -222,8 +229,8 @@ def run_benchmark(
     if stale:  # resuming would mix two recipes under one label
         raise ConfigError(
             f"{results} already holds results of {', '.join(stale[:3])} made with another recipe "
-            "(a default, preset, --set value, the seed, the suite or the model changed); write to a new --out "
-            "folder"
+            "(a default, preset, --set value, the seed, the suite or the model changed); "
+            "write to a new --out folder"
         )
     unknown = [
         k
