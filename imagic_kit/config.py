@@ -195,8 +195,18 @@ def to_dict(config: Any, stage: Stage | None = None) -> dict[str, Any]:
 
 
 def configs_dir() -> Path:
-    """The installed ``configs/`` folder (``imagic_kit.configs`` package)."""
-    return Path(str(resources.files("imagic_kit.configs")))
+    """The installed ``configs/`` folder (``imagic_kit.configs`` package), or, when the package runs
+    from a source checkout that was never installed (``PYTHONPATH=.``), the checkout's ``configs/``."""
+    try:
+        return Path(str(resources.files("imagic_kit.configs")))
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parent.parent / "configs"
+        if checkout.is_dir():
+            return checkout
+        raise ConfigError(
+            "the presets folder (imagic_kit.configs) is missing; reinstall imagic-kit "
+            "(pip install -e . from the checkout)"
+        ) from None
 
 
 def preset_names(method: str) -> list[str]:

@@ -109,3 +109,17 @@ def test_make_config_layers_preset_dict_and_overrides():
     assert (cfg.strength, cfg.guidance_scale, cfg.num_inference_steps) == (0.8, 3.0, 7)
     with pytest.raises(ConfigError, match="unknown method 'imagicc'"):
         make_config("imagicc")
+
+
+def test_presets_are_found_in_an_uninstalled_checkout(monkeypatch):
+    """Run from a source tree with PYTHONPATH=. (no install), imagic_kit.configs does not exist: the
+    presets come from the checkout's configs/ folder instead of failing with ModuleNotFoundError."""
+    from imagic_kit import config as config_mod
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(config_mod.resources, "files", missing)
+    d = config_mod.configs_dir()
+    assert (d / "methods" / "imagic" / "balanced.yaml").is_file()
+    assert "balanced" in config_mod.preset_names("imagic")
