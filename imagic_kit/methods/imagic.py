@@ -70,6 +70,9 @@ edits that change the background (50%; two attributes 50%): the object moves 10-
 as another shape when the background colour changes; shape edits (50%): black-background textures
 still at 22-23 dB (3 of 12), the new shape 6-7 px off (2); colour edits (58%): a third colour
 (green) instead of the target (3 of 12), the object lost (1), a black texture at 24.6 dB (1).
+Also tried without gain (quick suite x 4 seeds; README): the LoRA on the up-block or the
+top-resolution convs only, rank 4, 300 LoRA steps, 1000 embedding steps at 2e-3, full fine-tuning at
+lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding.
 """
 
 from __future__ import annotations
