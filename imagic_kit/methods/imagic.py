@@ -72,7 +72,7 @@ still at 22-23 dB (3 of 12), the new shape 6-7 px off (2); colour edits (58%): a
 (green) instead of the target (3 of 12), the object lost (1), a black texture at 24.6 dB (1).
 Also tried without gain (quick suite x 4 seeds; README): the LoRA on the up-block or the
 top-resolution convs only, rank 4, 300 LoRA steps, 1000 embedding steps at 2e-3, full fine-tuning at
-lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding.
+lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding, batch 8.
 """
 
 from __future__ import annotations
