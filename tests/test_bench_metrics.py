@@ -71,7 +71,9 @@ def test_suites_are_deterministic_and_cover_kinds(tmp_path):
     a, b = make_suite("quick", seed=3), make_suite("quick", seed=3)
     assert a == b and a != make_suite("quick", seed=4)
     assert len(a["edits"]) == 12 and len(make_suite("full")["edits"]) == 48
-    assert [e["kind"] for e in a["edits"]] == [k for k in KINDS for _ in range(3)]
+    # round-robin over the kinds, so the first N edits (--limit, an interrupted run) cover every kind
+    assert [e["kind"] for e in a["edits"]] == [k for _ in range(3) for k in KINDS]
+    assert [e["id"] for e in a["edits"][:4]] == [f"{k}-00" for k in KINDS]
     for e in make_suite("full")["edits"]:
         src = Scene(**e["scene"])
         changed = [

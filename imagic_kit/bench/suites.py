@@ -12,7 +12,8 @@ A suite is a JSON file (and may be written by hand)::
          "changes": ["colour"]}, ...]}
 
 Kinds: ``colour``, ``shape``, ``background`` and ``two`` (two attributes at once). The quick suite
-has 3 edits per kind (12), the full suite 12 per kind (48). Targets always name the background so
+has 3 edits per kind (12), the full suite 12 per kind (48), listed round-robin over the kinds
+(colour-00, shape-00, background-00, two-00, colour-01, ...). Targets always name the background so
 the prompt says what to keep as well as what to change.
 """
 
@@ -67,6 +68,10 @@ def make_suite(name: str = "quick", seed: int = 0, per_kind: int | None = None) 
                     "changes": changes,
                 }
             )
+    # Round-robin over the kinds (colour-00, shape-00, background-00, two-00, colour-01, ...): the
+    # edits are drawn kind by kind above (their content depends on that order), but a --limit or an
+    # interrupted run then covers every kind instead of the colour edits alone.
+    edits = [edits[k * per_kind + i] for i in range(per_kind) for k in range(len(KINDS))]
     return {"name": name, "seed": seed, "version": 1, "edits": edits}
 
 
