@@ -72,7 +72,15 @@ still at 22-23 dB (3 of 12), the new shape 6-7 px off (2); colour edits (58%): a
 (green) instead of the target (3 of 12), the object lost (1), a black texture at 24.6 dB (1).
 Also tried without gain (quick suite x 4 seeds; README): the LoRA on the up-block or the
 top-resolution convs only, rank 4, 300 LoRA steps, 1000 embedding steps at 2e-3, full fine-tuning at
-lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding, batch 8.
+lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding, batch 8;
+in session 8: guidance 1-3, LoRA rank 1 / 2, the LoRA's latent channel means tied to the base model,
+the eps loss for the embedding stage, the embedding lr 2e-3 on the full suite.
+Why (docs/bench/imagic-2026-11-28/why-edits-fail.md): the best of the six eta x ddim_eta settings,
+chosen per edit, would reach only 71%; background edits that involve a black background succeed
+2 of 13 times (others 6 of 6): the LoRA keeps the input's texture and context, and on a black ground
+the model draws them as fragments of the object; and the linear interpolation passes through the
+in-between category (red -> green -> blue, white -> gray -> black), where the fine-tuned model's
+pull towards the input often leaves the sample.
 """
 
 from __future__ import annotations
