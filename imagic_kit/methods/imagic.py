@@ -63,9 +63,12 @@ processes sharing the CPU; the README has the tables):
   circle -> red) is red and in place at eta 0.8 for seeds 0-4 with ddim_eta 0, 0.5 and 1 (at eta
   0.6 with deterministic DDIM: green or nothing for 4 of 5). (With the previous attention + conv
   LoRA, eta 1.0 led the single-seed quick suite: 42/58/58/50% at eta 0.8/1.0/1.2/1.4.)
-Known shortfall (issue #5 open): full-suite success (seed 0) is 52% at the defaults (seed 1: 42%;
+Known shortfall (issue #5 open): full-suite success (seed 0) is 50% at the defaults with the
+current decoder (eta 1.0: 52%; sdedit 25%, ddim 17%). With the previous decoder: 52% (seed 1: 42%;
 eta 1.0 with ddim_eta 0.5: 54%, seed 1: 52%; deterministic DDIM at eta 0.8: 46%; previous LoRA
-targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%), far below the 80% target. What fails at the defaults:
+targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%), far below the 80% target.
+The decoder trained on noisy latents (docs/bench/decoder-2026-11-28/) fixed part of the speckle on
+black backgrounds but not the suite: 98 of 192 samples over four settings against 99. What fails at the defaults:
 edits that change the background (50%; two attributes 50%): the object moves 10-25 px or is redrawn
 as another shape when the background colour changes; shape edits (50%): black-background textures
 still at 22-23 dB (3 of 12), the new shape 6-7 px off (2); colour edits (58%): a third colour
