@@ -248,16 +248,14 @@ latents (and the UNet trained on them) stay valid. Its last run added latent-noi
 (per image a noise level up to 0.3 in the UNet's latent units, white or smooth, a quarter clean): the
 latents a diffusion sample ends on are off the encoder's manifold in ways the decoder drew as speckle,
 worst on black backgrounds; with the augmentation the held-out reconstruction also rose (model card
-measure: 29.66 -> 29.99 dB; the training script's, which rounds differently: 29.65 -> 30.04 dB).
-Offset noise matters:
-the background lives in the latents' channel means, which the SD schedule leaks through the noise at
-t ~ 1000 (SNR 0.005); without it the UNet read the background from the noise instead of the prompt and
-drew white and black backgrounds as gray (56% right; 100% after the offset-noise run).
-Runs, on the 2-core CPU machine (the UNet's second run and the decoder runs shared the machine, one
-thread each):
-
+measure: 29.66 -> 29.99 dB; the training script's, on another set of held-out scenes: 29.65 ->
+30.04 dB). Offset noise matters: the background lives in the latents' channel means, which the SD
+schedule leaks through the noise at t ~ 1000 (SNR 0.005); without it the UNet read the background from
+the noise instead of the prompt and drew white and black backgrounds as gray (56% right; 100% after the
+offset-noise run).
 Steps count from the stage's checkpoint; a run with another recipe (here `--latent-noise`) starts the
-count again, from the shipped weights.
+count again, from the shipped weights. Runs, on the 2-core CPU machine (the UNet's second run and the
+decoder runs shared the machine, one thread each):
 
 | stage | steps | minutes (this run) | figures |
 |---|---|---|---|

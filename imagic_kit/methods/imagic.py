@@ -68,8 +68,8 @@ current decoder (eta 1.0: 52%; sdedit 25%, ddim 17%). With the previous decoder:
 eta 1.0 with ddim_eta 0.5: 54%, seed 1: 52%; deterministic DDIM at eta 0.8: 46%; previous LoRA
 targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%), far below the 80% target.
 The decoder trained on noisy latents (docs/bench/decoder-2026-11-28/) fixed part of the speckle on
-black backgrounds but not the suite: 98 of 192 samples over four settings against 99. What fails at the defaults:
-edits that change the background (50%; two attributes 50%): the object moves 10-25 px or is redrawn
+black backgrounds but not the suite: 98 of 192 samples over four settings against 99. What fails at
+the defaults (previous decoder): edits that change the background (50%; two attributes 50%): the object moves 10-25 px or is redrawn
 as another shape when the background colour changes; shape edits (50%): black-background textures
 still at 22-23 dB (3 of 12), the new shape 6-7 px off (2); colour edits (58%): a third colour
 (green) instead of the target (3 of 12), the object lost (1), a black texture at 24.6 dB (1).
