@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from . import __version__
 from .artifacts import Fit
 from .backbone import Backbone
 from .config import to_dict
-from .errors import ConfigError, OutOfMemoryError
+from .errors import ConfigError, ModelNotAvailableError, OutOfMemoryError
 from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
 from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
@@ -50,6 +51,9 @@ class EditResult:
     timings: dict[str, float]
     recipe: dict[str, Any]
     inputs: list[Image.Image] = field(default_factory=list)
+    # best-of-N (config ``candidates`` > 1): every image drawn, in drawing order; ``images`` holds
+    # the best of them and ``recipe["ranking"]`` the scores
+    candidates: list[Image.Image] = field(default_factory=list)
 
     @property
     def image(self) -> Image.Image:
@@ -213,12 +217,13 @@ def edit(
         if save_artifacts is not None:
             fit.save(save_artifacts)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            latents = spec.sample(
-                backbone, fit, inputs, cfg, torch.Generator().manual_seed(seed), prog
-            )
-            pixels = backbone.decode_latents(latents)
+        pixels = _sample_pixels(spec, backbone, fit, inputs, cfg, seed, prog)
         timings["sample_s"] = time.perf_counter() - t0
+        ranking = None
+        if getattr(cfg, "candidates", 1) > 1:
+            t0 = time.perf_counter()
+            pixels, ranking, candidates = _best_of(backbone, inputs, cfg, pixels)
+            timings["rank_s"] = time.perf_counter() - t0
     except (_TorchOOM, MemoryError) as e:
         raise _oom(e, backbone) from None
     out = tensor_to_pil(pixels)
@@ -237,7 +242,58 @@ def edit(
         "input_hashes": inputs.hashes,
         "versions": library_versions(),
     }
+    if ranking is not None:
+        recipe["ranking"] = ranking.to_dict()
+        return EditResult(out, fit, cfg, seed, timings, recipe, pils, candidates)
     return EditResult(out, fit, cfg, seed, timings, recipe, pils)
+
+
+SAMPLE_CHUNK = 8  # candidates sampled per batch: bounds the memory of best-of-N on large models
+
+
+def _sample_pixels(spec, backbone, fit, inputs, cfg, seed: int, prog) -> torch.Tensor:
+    """All the images the config asks for (``num_images_per_prompt`` x ``candidates``), decoded,
+    sampled in batches of at most SAMPLE_CHUNK from one generator (so the seed fixes them all)."""
+    generator = torch.Generator().manual_seed(seed)
+    per_prompt = getattr(cfg, "num_images_per_prompt", 1)
+    n = per_prompt * getattr(cfg, "candidates", 1)
+    with torch.no_grad():
+        if n == per_prompt:  # no best-of-N: one call, exactly as the method asks
+            return backbone.decode_latents(spec.sample(backbone, fit, inputs, cfg, generator, prog))
+        chunks, done = [], 0
+        while done < n:
+            k = min(SAMPLE_CHUNK, n - done)
+            part = dataclasses.replace(cfg, num_images_per_prompt=k)
+            chunks.append(
+                backbone.decode_latents(spec.sample(backbone, fit, inputs, part, generator, prog))
+            )
+            done += k
+    return torch.cat(chunks)
+
+
+def _best_of(backbone, inputs: EditInputs, cfg, pixels: torch.Tensor):
+    """Rank the candidates (ranking.py) and keep the best ``num_images_per_prompt``."""
+    from .ranking import rank_candidates
+
+    images = tensor_to_pil(pixels)
+    clip_path = cfg.rank_clip or backbone.extras.get("clip_path")
+    try:
+        ranking = rank_candidates(
+            images,
+            pixels,
+            inputs.pixels[:1],
+            inputs.prompt,
+            clip_path=clip_path,
+            rank_by=cfg.rank_by,
+            structure_weight=cfg.structure_weight,
+        )
+    except OSError as e:  # a CLIP folder or hub id that is not there (offline)
+        raise ModelNotAvailableError(
+            f"the CLIP model for ranking candidates, {clip_path!r}, could not be loaded ({e}); "
+            "give rank_clip a local CLIP folder, or rank_by=structure, or candidates=1"
+        ) from None
+    keep = ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]
+    return pixels[keep], ranking, images
 
 
 def edit_sweep(

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: see README, thread policy)"
     )
+    e.add_argument(
+        "--save-candidates",
+        action="store_true",
+        help="with best-of-N (config candidates > 1): also write <output stem>-candidates.png, "
+        "every candidate drawn with its rank and score",
+    )
     e.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
     sub.add_parser("list", help="list the editing methods")
@@ -310,6 +316,17 @@ def cmd_edit(args) -> int:
     else:
         result = edit(backbone, images, args.prompt, **common, **overrides)
         paths = result.save(out)
+        if args.save_candidates and result.candidates:
+            from .imaging import make_grid, save_png
+
+            rk = result.recipe["ranking"]
+            place = {i: r for r, i in enumerate(rk["order"])}
+            labels = [
+                f"#{place[i] + 1} {rk['score'][i]:+.2f}" for i in range(len(result.candidates))
+            ]
+            grid = out.with_name(f"{out.stem}-candidates.png")
+            save_png(make_grid(result.candidates, cols=8, labels=labels), grid, result.recipe)
+            paths.append(grid)
         fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
         print(
             f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "

@@ -295,3 +295,39 @@ def test_default_model_is_the_embedded_one():
         ["edit", "--image", "x.png", "--prompt", "p", "--method", "sdedit"]
     )
     assert args.model == "tiny-shapes"
+
+
+def test_save_candidates_writes_the_ranked_candidates(capsys, tmp_path, scene_path):
+    """Best-of-N from the command line: the output is the top-ranked candidate, its recipe holds
+    the ranking, and --save-candidates adds a grid of every candidate (8 per row)."""
+    out = tmp_path / "best.png"
+    code, stdout, err = run(
+        capsys,
+        "edit",
+        "--image",
+        str(scene_path),
+        "--prompt",
+        "a red circle",
+        "--method",
+        "imagic",
+        "--seed",
+        "2",
+        "--set",
+        "embedding_steps=3",
+        "--set",
+        "finetune_steps=3",
+        "--set",
+        "num_inference_steps=3",
+        "--set",
+        "candidates=10",
+        "--save-candidates",
+        "-o",
+        str(out),
+        "-q",
+    )
+    assert code == 0, err
+    grid = tmp_path / "best-candidates.png"
+    assert str(grid) in stdout
+    rk = read_recipe(out)["ranking"]
+    assert len(rk["score"]) == 10 and rk["score"][rk["order"][0]] == max(rk["score"])
+    assert Image.open(grid).size[0] == 8 * 64 and Image.open(grid).size[1] > 2 * 64

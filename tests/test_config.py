@@ -123,3 +123,9 @@ def test_presets_are_found_in_an_uninstalled_checkout(monkeypatch):
     d = config_mod.configs_dir()
     assert (d / "methods" / "imagic" / "balanced.yaml").is_file()
     assert "balanced" in config_mod.preset_names("imagic")
+
+
+def test_imagic_balanced_preset_spells_out_the_defaults():
+    """`balanced` is the default recipe written out; when a default moves, the preset must follow
+    (the README and the module docstring report both as one)."""
+    assert make_config("imagic", preset="balanced") == make_config("imagic")

@@ -33,3 +33,44 @@ def ddim_eta(default: float = 0.0):
         min=0.0,
         max=1.0,
     )
+
+
+def candidates(default: int = 1):
+    return param(
+        default,
+        help="samples drawn for each returned image; the best by rank_by are kept (1 = no ranking)",
+        stage="sample",
+        min=1,
+        max=256,
+    )
+
+
+def rank_by(default: str = "clip+structure"):
+    from ..ranking import RANK_BY
+
+    return param(
+        default,
+        help="how candidates are ranked: CLIP score to the prompt plus outline similarity to the "
+        "input (z-scores summed), or one of them",
+        stage="sample",
+        choices=list(RANK_BY),
+    )
+
+
+def structure_weight(default: float = 1.0):
+    return param(
+        default,
+        help="weight of the outline similarity against the CLIP score when ranking candidates",
+        stage="sample",
+        min=0.0,
+        max=100.0,
+    )
+
+
+def rank_clip(default: str = ""):
+    return param(
+        default,
+        help="CLIP model (folder or hub id) for the ranking's text score; empty = the model's own "
+        "(the embedded model ships one)",
+        stage="sample",
+    )
