@@ -1,4 +1,5 @@
-"""Best-of-N: rank candidate outputs of one edit by how well they match the prompt and keep the input.
+"""Best-of-N: rank the candidate outputs of one edit by how well they match the prompt and keep
+the input.
 
 A sampled edit is stochastic: from one fit, some seeds give the edit in place, others move the
 object, redraw it or stop half way (Imagic's "the best eta differs per seed", METHODS.md). Drawing

@@ -15,9 +15,10 @@ Legend: ``e_tgt`` = e_tgt, ``e_opt`` = e_opt (paper notation), ``eta`` = eta.
 
 Presets (``configs/methods/imagic/``): ``paper`` is the SD recipe the paper reports (1000 embedding
 steps at lr 2e-3, 1500 full fine-tune steps at lr 5e-7, batch 1; secondary source), ``balanced`` is the
-default LoRA recipe, ``fast`` trades some success for speed. Quick suite (12 edits, seed 0, at the
-default eta and ddim_eta): paper 0% (target attributes 12/12, but the object moved in 11; fit
-182 s), balanced 75% (fit 100 s), fast 42% (fit 33 s).
+default LoRA recipe, ``fast`` trades some success for speed. Quick suite (12 edits, seed 0, eta
+1.0, ddim_eta 0.5; 2026-11-28 session 10, 2-core CPU, two processes): paper (one sample) 0% (target
+attributes 12/12, but the object moved in 11; fit 87 s), balanced (best of 16) 67% (fit 45 s,
+sample 5.8 s), fast (best of 4) 67% (fit 16 s, sample 1.7 s). 12 edits move by 8 points an edit.
 
 Defaults, as measured on the shapes world (tiny-shapes, 2-core CPU, one thread per process, two
 processes sharing the CPU; the README has the tables):
@@ -65,8 +66,9 @@ processes sharing the CPU; the README has the tables):
 - eta = 1.0 with best of 16 (quick suite, as above: 79% vs 78% at 0.8 and 66% at 1.2; full suite
   67 / 69 / 62%). ddim_eta = 0.5 (DDIM with half the DDPM noise at each step), both sample-stage,
   chosen (as eta 0.8 then, one sample per edit) on the quick suite with 4 sample seeds per edit
-  (48 samples a setting): success at eta 0.8 / 1.0 / 1.2 with deterministic DDIM 54 / 52 / 48%, ddim_eta 0.5 62 / 58 / 54%, ddim_eta 1.0
-  60 / 62 / 60% (0.5 at 0.8 ties 1.0 at 1.0 and keeps the position more often, 40 vs 36 of 48).
+  (48 samples a setting): success at eta 0.8 / 1.0 / 1.2 with deterministic DDIM 54 / 52 / 48%,
+  ddim_eta 0.5 62 / 58 / 54%, ddim_eta 1.0 60 / 62 / 60% (0.5 at 0.8 ties 1.0 at 1.0 and keeps the
+  position more often, 40 vs 36 of 48).
   Why stochastic sampling: with deterministic DDIM the initial noise leaves its imprint to the end,
   as speckle on dark textures (eta-0 reconstructions of black scenes varied 20-26 dB with the seed);
   fresh noise at each step lets the fine-tuned model pull the sample back to the input it learned.
@@ -76,16 +78,20 @@ processes sharing the CPU; the README has the tables):
   circle -> red) is red and in place at eta 0.8 for seeds 0-4 with ddim_eta 0, 0.5 and 1 (at eta
   0.6 with deterministic DDIM: green or nothing for 4 of 5). (With the previous attention + conv
   LoRA, eta 1.0 led the single-seed quick suite: 42/58/58/50% at eta 0.8/1.0/1.2/1.4.)
-Known shortfall (issue #5 open): full-suite success (seed 0) is 50% at the defaults with the
-current decoder (eta 1.0: 52%; sdedit 25%, ddim 17%). With the previous decoder: 52% (seed 1: 42%;
-eta 1.0 with ddim_eta 0.5: 54%, seed 1: 52%; deterministic DDIM at eta 0.8: 46%; previous LoRA
-targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%), far below the 80% target.
+Known shortfall (issue #5 open): full-suite success (seed 0) is 67% at the defaults (best of 16 at
+eta 1.0; 69% at eta 0.8; sdedit 25%, ddim 17%), short of the 80% target. Among 32 candidates per
+edit 37 of 48 edits have a successful one (77%): the other 11 (4 background, 3 two-attribute, 2
+colour, 2 shape edits) fail in every candidate and need a better fit or model. With one sample per
+edit: 52% at eta 1.0, 50% at 0.8 (the previous default); with the previous decoder 52% at eta 0.8
+(seed 1: 42%; eta 1.0: 54%, seed 1: 52%; deterministic DDIM at eta 0.8: 46%; previous LoRA
+targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%).
 The decoder trained on noisy latents (docs/bench/decoder-2026-11-28/) fixed part of the speckle on
-black backgrounds but not the suite: 98 of 192 samples over four settings against 99. What fails at
-the defaults (previous decoder): edits that change the background (50%; two attributes 50%): the object moves 10-25 px or is redrawn
-as another shape when the background colour changes; shape edits (50%): black-background textures
-still at 22-23 dB (3 of 12), the new shape 6-7 px off (2); colour edits (58%): a third colour
-(green) instead of the target (3 of 12), the object lost (1), a black texture at 24.6 dB (1).
+black backgrounds but not the suite: 98 of 192 samples over four settings against 99. What fails
+with one sample at eta 0.8 (previous decoder): edits that change the background (50%; two attributes
+50%): the object moves 10-25 px or is redrawn as another shape when the background colour changes;
+shape edits (50%): black-background textures still at 22-23 dB (3 of 12), the new shape 6-7 px off
+(2); colour edits (58%): a third colour (green) instead of the target (3 of 12), the object lost
+(1), a black texture at 24.6 dB (1).
 Also tried without gain (quick suite x 4 seeds; README): the LoRA on the up-block or the
 top-resolution convs only, rank 4, 300 LoRA steps, 1000 embedding steps at 2e-3, full fine-tuning at
 lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding, batch 8;
