@@ -192,6 +192,7 @@ def edit(
     }
     prog = ProgressOptions(enabled=progress, callback=callback)
     timings: dict[str, float] = {}
+    rank_clip = _ranking_clip(backbone, cfg)  # before the fit: a bad rank_clip must not cost one
     try:
         if artifacts is not None:
             fit = artifacts if isinstance(artifacts, Fit) else Fit.load(artifacts)
@@ -222,7 +223,7 @@ def edit(
         ranking = None
         if getattr(cfg, "candidates", 1) > 1:
             t0 = time.perf_counter()
-            pixels, ranking, candidates = _best_of(backbone, inputs, cfg, pixels)
+            pixels, ranking, candidates = _best_of(inputs, cfg, pixels, rank_clip)
             timings["rank_s"] = time.perf_counter() - t0
     except (_TorchOOM, MemoryError) as e:
         raise _oom(e, backbone) from None
@@ -264,34 +265,54 @@ def _sample_pixels(spec, backbone, fit, inputs, cfg, seed: int, prog) -> torch.T
         while done < n:
             k = min(SAMPLE_CHUNK, n - done)
             part = dataclasses.replace(cfg, num_images_per_prompt=k)
+            bar = prog.sub(f"candidates {done + 1}-{done + k} of {n}")
             chunks.append(
-                backbone.decode_latents(spec.sample(backbone, fit, inputs, part, generator, prog))
+                backbone.decode_latents(spec.sample(backbone, fit, inputs, part, generator, bar))
             )
             done += k
     return torch.cat(chunks)
 
 
-def _best_of(backbone, inputs: EditInputs, cfg, pixels: torch.Tensor):
+def _ranking_clip(backbone, cfg) -> str | None:
+    """The CLIP model best-of-N ranks with (``rank_clip``, else the model's own), loaded now so that
+    a missing one stops the edit before the fit; None when no ranking or no CLIP is needed/there."""
+    if getattr(cfg, "candidates", 1) <= 1 or cfg.rank_by == "structure":
+        return None
+    path = cfg.rank_clip or backbone.extras.get("clip_path")
+    if not path:
+        if cfg.rank_by == "clip":
+            raise ConfigError(
+                "rank_by=clip needs a CLIP model and this model has none; set rank_clip to a CLIP "
+                "folder or hub id, or use rank_by=clip+structure (outlines only here) or structure"
+            )
+        return None
+    from .ranking import load_clip
+
+    try:
+        load_clip(path)
+    except (OSError, ValueError, KeyError) as e:  # missing folder, hub id offline, not a CLIP
+        raise ModelNotAvailableError(
+            f"the CLIP model for ranking candidates, {path!r}, could not be loaded "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); give rank_clip a local "
+            "CLIP folder, or set rank_by=structure or candidates=1"
+        ) from None
+    return path
+
+
+def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, clip_path: str | None):
     """Rank the candidates (ranking.py) and keep the best ``num_images_per_prompt``."""
     from .ranking import rank_candidates
 
     images = tensor_to_pil(pixels)
-    clip_path = cfg.rank_clip or backbone.extras.get("clip_path")
-    try:
-        ranking = rank_candidates(
-            images,
-            pixels,
-            inputs.pixels[:1],
-            inputs.prompt,
-            clip_path=clip_path,
-            rank_by=cfg.rank_by,
-            structure_weight=cfg.structure_weight,
-        )
-    except OSError as e:  # a CLIP folder or hub id that is not there (offline)
-        raise ModelNotAvailableError(
-            f"the CLIP model for ranking candidates, {clip_path!r}, could not be loaded ({e}); "
-            "give rank_clip a local CLIP folder, or rank_by=structure, or candidates=1"
-        ) from None
+    ranking = rank_candidates(
+        images,
+        pixels,
+        inputs.pixels[:1],
+        inputs.prompt,
+        clip_path=clip_path,
+        rank_by=cfg.rank_by,
+        structure_weight=cfg.structure_weight,
+    )
     keep = ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]
     return pixels[keep], ranking, images
 

@@ -251,6 +251,10 @@ def cmd_edit(args) -> int:
         raise ConfigError(
             "--artifacts and --save-artifacts name the same folder; drop --save-artifacts"
         )
+    if args.save_candidates and args.sweep:
+        raise ConfigError(
+            "--save-candidates writes the candidates of one edit, not of a --sweep; drop one of them"
+        )
     for img in args.image:
         if not Path(img).is_file():
             raise ConfigError(f"--image '{img}' does not exist; check the path")
@@ -321,16 +325,30 @@ def cmd_edit(args) -> int:
 
             rk = result.recipe["ranking"]
             place = {i: r for r, i in enumerate(rk["order"])}
-            labels = [
-                f"#{place[i] + 1} {rk['score'][i]:+.2f}" for i in range(len(result.candidates))
-            ]
+            n_cand = len(result.candidates)
+            labels = [f"#{place[i] + 1} {rk['score'][i]:+.2f}" for i in range(n_cand)]
             grid = out.with_name(f"{out.stem}-candidates.png")
-            save_png(make_grid(result.candidates, cols=8, labels=labels), grid, result.recipe)
+            save_png(
+                make_grid(result.candidates, cols=min(8, n_cand), labels=labels),
+                grid,
+                result.recipe,
+            )
             paths.append(grid)
+        elif args.save_candidates:
+            print(
+                "imagic-kit: warning: --save-candidates wrote nothing: this edit drew no candidates "
+                "to rank (the method has no `candidates` field, or it is 1)",
+                file=sys.stderr,
+            )
+        best = (
+            f", best of {len(result.candidates)} ({result.timings['rank_s']:.1f}s ranking)"
+            if result.candidates
+            else ""
+        )
         fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
         print(
             f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "
-            f"sample {result.timings['sample_s']:.1f}s, {backbone.device}, {n} threads)"
+            f"sample {result.timings['sample_s']:.1f}s{best}, {backbone.device}, {n} threads)"
         )
     if args.save_artifacts:
         print(f"saved the fit to {args.save_artifacts}")

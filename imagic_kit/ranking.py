@@ -101,14 +101,15 @@ def structure_similarity(candidates: torch.Tensor, reference: torch.Tensor) -> l
 
 
 @lru_cache(maxsize=2)
-def _clip(path: str):
+def load_clip(path: str):
+    """A CLIP scorer for ``path`` (folder or hub id), loaded once per process."""
     from .bench.metrics import ClipScorer
 
     return ClipScorer(path)
 
 
 def clip_scores(path: str, images: list[Image.Image], text: str) -> list[float]:
-    scorer = _clip(path)
+    scorer = load_clip(path)
     return [scorer(im, text) for im in images]
 
 
@@ -127,16 +128,20 @@ def rank_candidates(
     *,
     clip_path: str | None,
     rank_by: str = "clip+structure",
-    structure_weight: float = 1.0,
+    structure_weight: float = 0.5,
 ) -> Ranking:
     """Order ``images`` (decoded ``pixels``, (N, 3, H, W) in [-1, 1]) best first for an edit of
     ``reference`` (the input, (1, 3, H, W)) towards ``prompt``."""
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+    if rank_by == "clip" and not clip_path:
+        raise ValueError("rank_by='clip' needs clip_path")
     if rank_by != "structure" and not clip_path:
         log.warning(
-            "ranking candidates by structure only: this model has no CLIP model for the text "
-            "score (set rank_clip to a CLIP folder or hub id to rank by CLIP too)"
+            "ranking %d candidates by their outlines only: this model has no CLIP model for the "
+            "text score (set rank_clip to a CLIP folder or hub id to use it too, or candidates=1 "
+            "to sample once)",
+            len(images),
         )
         rank_by = "structure"
     text = clip_scores(clip_path, images, prompt) if rank_by != "structure" else None

@@ -327,7 +327,19 @@ def test_save_candidates_writes_the_ranked_candidates(capsys, tmp_path, scene_pa
     )
     assert code == 0, err
     grid = tmp_path / "best-candidates.png"
-    assert str(grid) in stdout
+    assert str(grid) in stdout and "best of 10" in stdout
     rk = read_recipe(out)["ranking"]
-    assert len(rk["score"]) == 10 and rk["score"][rk["order"][0]] == max(rk["score"])
-    assert Image.open(grid).size[0] == 8 * 64 and Image.open(grid).size[1] > 2 * 64
+    assert len(rk["score"]) == 10 and sorted(rk["order"]) == list(range(10))
+    g = np.asarray(Image.open(grid).convert("RGB"))
+    assert g.shape[1] == 8 * 64 and g.shape[0] > 2 * 64  # 8 a row, 2 rows with labels
+    # the output is the top-ranked candidate: some 64 px tile of the grid holds exactly its pixels
+    best = np.asarray(Image.open(out).convert("RGB"))
+    tiles = [
+        g[y : y + 64, x : x + 64] for y in range(g.shape[0] - 63) for x in range(0, 8 * 64, 64)
+    ]
+    assert any(np.array_equal(t, best) for t in tiles)
+    code, _, err = run(
+        capsys, "edit", "--image", str(scene_path), "--prompt", "a red circle", "--method",
+        "imagic", "--sweep", "eta=0,1", "--save-candidates", "-o", str(out),
+    )  # fmt: skip
+    one_line_error(code, err, "--save-candidates writes the candidates of one edit")

@@ -129,3 +129,9 @@ def test_imagic_balanced_preset_spells_out_the_defaults():
     """`balanced` is the default recipe written out; when a default moves, the preset must follow
     (the README and the module docstring report both as one)."""
     assert make_config("imagic", preset="balanced") == make_config("imagic")
+
+
+def test_imagic_presets_sample_as_documented():
+    """paper samples once (the paper's procedure), fast keeps the best of 4, balanced of 16."""
+    got = {n: make_config("imagic", preset=n).candidates for n in ("paper", "fast", "balanced")}
+    assert got == {"paper": 1, "fast": 4, "balanced": 16}

@@ -150,6 +150,8 @@ def red_edits(shapes):
                     method="imagic",
                     seed=seed,
                     eta=eta,
+                    # eta 0 checks the fit itself: one sample, no ranking to pick the best copy
+                    candidates=1 if eta == 0.0 else ImagicConfig().candidates,
                     artifacts=fit,
                     progress=False,
                 ).image

@@ -79,30 +79,60 @@ def test_without_clip_the_ranking_uses_structure_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="imagic_kit.ranking"):
         r = rank_candidates(cands, pixels(*cands), pixels(ref), "a blue circle", clip_path=None)
     assert r.rank_by == "structure" and r.text is None and r.order == [1, 0]
-    assert "structure only" in caplog.text
+    assert "outlines only" in caplog.text
 
 
 def test_best_of_n_is_reproducible_and_recorded(tiny, scene_path):
-    """``candidates`` = k: k x num_images_per_prompt images drawn, the best num_images_per_prompt
-    returned (the first of them has the top score), the scores in the recipe; the same seed gives
-    the same images; ``candidates=1`` draws exactly what it returns and records no ranking."""
+    """``candidates`` = k: k x num_images_per_prompt images drawn (here 12: two batches, 8 + 4), the
+    best num_images_per_prompt returned in rank order, the scores in the recipe; the same seed
+    draws the same candidates; ``candidates=1`` draws exactly what it returns and records no
+    ranking."""
     kw = dict(method="imagic", progress=False, seed=3, **FAST)
-    a = edit(tiny, str(scene_path), "a red circle", candidates=3, num_images_per_prompt=2, **kw)
-    assert len(a.images) == 2 and len(a.candidates) == 6
+    a = edit(tiny, str(scene_path), "a red circle", candidates=6, num_images_per_prompt=2, **kw)
+    assert len(a.images) == 2 and len(a.candidates) == 12
     rk = a.recipe["ranking"]
-    assert len(rk["score"]) == 6 and sorted(rk["order"]) == list(range(6))
-    best = rk["order"][:2]
-    for img, i in zip(a.images, best):
+    assert len(rk["score"]) == 12 and sorted(rk["order"]) == list(range(12))
+    assert rk["rank_by"] == "structure" and rk["clip"] is None  # tiny-random has no CLIP
+    for img, i in zip(a.images, rk["order"][:2]):
         assert np.array_equal(np.asarray(img), np.asarray(a.candidates[i]))
-    assert rk["score"][best[0]] == max(rk["score"])
-    b = edit(tiny, str(scene_path), "a red circle", candidates=3, num_images_per_prompt=2, **kw)
-    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
+    # the candidates differ (fresh noise each), so the ranking had something to choose from
+    assert len({np.asarray(c).tobytes() for c in a.candidates}) == 12
+    b = edit(tiny, str(scene_path), "a red circle", candidates=6, num_images_per_prompt=2, **kw)
+    assert all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.candidates, b.candidates)
+    )
+    assert b.recipe["ranking"]["order"] == rk["order"]
     one = edit(tiny, str(scene_path), "a red circle", candidates=1, artifacts=a.fit, **kw)
     assert "ranking" not in one.recipe and one.candidates == [] and len(one.images) == 1
 
 
-def test_a_missing_ranking_clip_is_a_clear_error(tiny, scene_path, tmp_path):
-    with pytest.raises(ModelNotAvailableError, match="rank_clip"):
+def test_a_bad_ranking_clip_stops_before_the_fit(tiny, scene_path, tmp_path, monkeypatch):
+    """A rank_clip that cannot be loaded (a missing folder, a hub id offline) fails before the
+    fit, with a message naming the fix; rank_by=clip without any CLIP is a config error."""
+    import dataclasses
+
+    from imagic_kit import registry
+    from imagic_kit.errors import ConfigError
+
+    fitted = []
+    spec = registry.get_method("imagic")
+    patched = dataclasses.replace(spec, fit=lambda *a, **k: fitted.append(1))
+    monkeypatch.setattr(registry, "get_method", lambda name: patched)
+    monkeypatch.setattr("imagic_kit.api.get_method", lambda name: patched)
+    for where in (str(tmp_path / "no-clip-here"), "someone/not-a-cached-clip"):
+        with pytest.raises(ModelNotAvailableError, match="rank_clip"):
+            edit(
+                tiny,
+                str(scene_path),
+                "a red circle",
+                method="imagic",
+                progress=False,
+                seed=0,
+                candidates=2,
+                rank_clip=where,
+                **FAST,
+            )
+    with pytest.raises(ConfigError, match="rank_by=clip needs a CLIP model"):
         edit(
             tiny,
             str(scene_path),
@@ -111,6 +141,7 @@ def test_a_missing_ranking_clip_is_a_clear_error(tiny, scene_path, tmp_path):
             progress=False,
             seed=0,
             candidates=2,
-            rank_clip=str(tmp_path / "no-clip-here"),
+            rank_by="clip",
             **FAST,
         )
+    assert fitted == []

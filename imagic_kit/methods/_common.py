@@ -57,7 +57,7 @@ def rank_by(default: str = "clip+structure"):
     )
 
 
-def structure_weight(default: float = 1.0):
+def structure_weight(default: float = 0.5):
     return param(
         default,
         help="weight of the outline similarity against the CLIP score when ranking candidates",

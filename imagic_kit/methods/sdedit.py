@@ -17,7 +17,16 @@ from ..artifacts import Fit
 from ..config import param
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample, schedule
-from ._common import ddim_eta, guidance_scale, num_images_per_prompt, num_inference_steps
+from ._common import (
+    candidates,
+    ddim_eta,
+    guidance_scale,
+    num_images_per_prompt,
+    num_inference_steps,
+    rank_by,
+    rank_clip,
+    structure_weight,
+)
 
 
 @dataclass
@@ -33,6 +42,12 @@ class SDEditConfig:
     guidance_scale: float = guidance_scale(7.5)
     num_images_per_prompt: int = num_images_per_prompt(1)
     ddim_eta: float = ddim_eta(0.0)
+    # best of N (imagic_kit/ranking.py); 1 = the baseline as published. Its samples differ only by
+    # the noise added to the input, so N > 1 is a fair comparison for Imagic's best of 16.
+    candidates: int = candidates(1)
+    rank_by: str = rank_by()
+    structure_weight: float = structure_weight()
+    rank_clip: str = rank_clip()
 
 
 def fit(backbone, inputs, config: SDEditConfig, generator, progress) -> Fit:
