@@ -19,6 +19,11 @@ small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Witho
 ranking falls back to structure alone (with a warning). This is the toolkit's choice, not a
 paper's: the weights and the default number of candidates were measured on the shapes world (see
 the Imagic module docstring).
+
+Reproducibility: the same seed and settings give the same candidates and the same pick. The
+candidates come from one generator, in batches of ``api.SAMPLE_CHUNK``, so candidate i depends on
+how many are drawn: to get a pick back, rerun with the same seed and ``candidates`` (the recipe
+holds both, and ``recipe["ranking"]["order"][0]`` is the pick's index), not with ``candidates=1``.
 """
 
 from __future__ import annotations
