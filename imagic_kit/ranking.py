@@ -113,11 +113,6 @@ def load_clip(path: str):
     return ClipScorer(path)
 
 
-def clip_scores(path: str, images: list[Image.Image], text: str) -> list[float]:
-    scorer = load_clip(path)
-    return [scorer(im, text) for im in images]
-
-
 def _z(v: list[float]) -> torch.Tensor:
     t = torch.tensor(v, dtype=torch.float64)
     if len(v) < 2:
@@ -149,7 +144,7 @@ def rank_candidates(
             len(images),
         )
         rank_by = "structure"
-    text = clip_scores(clip_path, images, prompt) if rank_by != "structure" else None
+    text = load_clip(clip_path).scores(images, prompt) if rank_by != "structure" else None
     struct = structure_similarity(pixels, reference)
     score = torch.zeros(len(images), dtype=torch.float64)
     if text is not None:

@@ -88,17 +88,21 @@ class ClipScorer:
         self.processor = CLIPImageProcessor.from_pretrained(path)
 
     def __call__(self, image: Image.Image, text: str) -> float:
+        return self.scores([image], text)[0]
+
+    def scores(self, images: list[Image.Image], text: str) -> list[float]:
+        """The CLIP score of each image against one text (the text is encoded once)."""
         import torch
 
         with torch.no_grad():
             ids = self.tokenizer(
                 [text], padding="max_length", truncation=True, return_tensors="pt"
             ).input_ids
-            pix = self.processor(images=[image], return_tensors="pt").pixel_values
+            pix = self.processor(images=images, return_tensors="pt").pixel_values
             t = torch.nn.functional.normalize(
                 clip_features(self.model.get_text_features(input_ids=ids)), dim=-1
             )
             i = torch.nn.functional.normalize(
                 clip_features(self.model.get_image_features(pixel_values=pix)), dim=-1
             )
-        return float((t * i).sum())
+        return (i @ t[0]).tolist()

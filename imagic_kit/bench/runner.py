@@ -26,8 +26,9 @@ from ..config import field_infos, parse_value, to_dict
 from ..errors import ConfigError
 from ..imaging import save_png
 from ..progress import ProgressOptions
+from ..ranking import load_clip
 from ..registry import get_method, make_config
-from .metrics import ClipScorer, evaluate_edit
+from .metrics import evaluate_edit
 from .suites import source_image
 
 FIELDS = [
@@ -197,7 +198,7 @@ def run_benchmark(
     results = out / "results.csv"
     done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in _resumable(results)}
     clip_path = backbone.extras.get("clip_path")
-    clip = ClipScorer(clip_path) if clip_path else None
+    clip = load_clip(clip_path) if clip_path else None  # the one best-of-N ranks with, if any
     sweep = sweep or {}
     overrides = overrides or {}
     edits = suite["edits"][:limit] if limit else suite["edits"]
