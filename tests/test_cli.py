@@ -13,6 +13,16 @@ from PIL import Image
 from imagic_kit.cli import main
 from imagic_kit.imaging import read_recipe
 
+# a few-step Imagic recipe for command-line tests that need the method to run, not to edit well
+IMAGIC_FAST = [
+    "--set",
+    "embedding_steps=3",
+    "--set",
+    "finetune_steps=3",
+    "--set",
+    "num_inference_steps=3",
+]
+
 
 def run(capsys, *argv):
     argv = list(argv)
@@ -249,12 +259,7 @@ def test_sweep_writes_a_grid_and_fits_once(capsys, tmp_path, scene_path):
         "imagic",
         "--seed",
         "1",
-        "--set",
-        "embedding_steps=3",
-        "--set",
-        "finetune_steps=3",
-        "--set",
-        "num_inference_steps=3",
+        *IMAGIC_FAST,
         "--sweep",
         "eta=0,1",
         "-o",
@@ -312,12 +317,7 @@ def test_save_candidates_writes_the_ranked_candidates(capsys, tmp_path, scene_pa
         "imagic",
         "--seed",
         "2",
-        "--set",
-        "embedding_steps=3",
-        "--set",
-        "finetune_steps=3",
-        "--set",
-        "num_inference_steps=3",
+        *IMAGIC_FAST,
         "--set",
         "candidates=10",
         "--save-candidates",

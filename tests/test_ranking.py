@@ -119,20 +119,8 @@ def test_a_bad_ranking_clip_stops_before_the_fit(tiny, scene_path, tmp_path, mon
     patched = dataclasses.replace(spec, fit=lambda *a, **k: fitted.append(1))
     monkeypatch.setattr(registry, "get_method", lambda name: patched)
     monkeypatch.setattr("imagic_kit.api.get_method", lambda name: patched)
-    for where in (str(tmp_path / "no-clip-here"), "someone/not-a-cached-clip"):
-        with pytest.raises(ModelNotAvailableError, match="rank_clip"):
-            edit(
-                tiny,
-                str(scene_path),
-                "a red circle",
-                method="imagic",
-                progress=False,
-                seed=0,
-                candidates=2,
-                rank_clip=where,
-                **FAST,
-            )
-    with pytest.raises(ConfigError, match="rank_by=clip needs a CLIP model"):
+
+    def attempt(**ranking):
         edit(
             tiny,
             str(scene_path),
@@ -141,7 +129,13 @@ def test_a_bad_ranking_clip_stops_before_the_fit(tiny, scene_path, tmp_path, mon
             progress=False,
             seed=0,
             candidates=2,
-            rank_by="clip",
+            **ranking,
             **FAST,
         )
+
+    for where in (str(tmp_path / "no-clip-here"), "someone/not-a-cached-clip"):
+        with pytest.raises(ModelNotAvailableError, match="rank_clip"):
+            attempt(rank_clip=where)
+    with pytest.raises(ConfigError, match="rank_by=clip needs a CLIP model"):
+        attempt(rank_by="clip")
     assert fitted == []
