@@ -124,6 +124,7 @@ def ddim_sample(
     generator: torch.Generator | None = None,
     progress: ProgressOptions = SILENT,
     stage: str = "sample",
+    before_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` (pure noise when strength is 1, else x at the first active timestep).
 
@@ -132,6 +133,8 @@ def ddim_sample(
         cond, uncond: conditions (tensor or per-step function); ``uncond`` defaults to the
             backbone's empty-prompt embedding when guidance is used.
         eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like); noise from ``generator``.
+        before_step: called with the index of each active step (0 = the noisiest) before the
+            model runs it, e.g. to change the model's weights part-way (Imagic's late strength).
     Returns: clean latents [B, C, h, w] (float32).
     """
     sch = schedule(backbone, num_inference_steps, strength)
@@ -144,6 +147,8 @@ def ddim_sample(
         for i in range(sch.start, len(sch.timesteps)):
             t = sch.timesteps[i]
             noise = backbone.randn(tuple(x.shape), generator) if eta > 0 else None
+            if before_step is not None:
+                before_step(i - sch.start)
             x = ddim_step(
                 backbone,
                 x,

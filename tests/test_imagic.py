@@ -55,6 +55,41 @@ def test_backbone_is_unchanged_after_lora_and_full_fits(tiny, scene_path, tmp_pa
     assert all(torch.equal(before[k], v) for k, v in _unet_state(tiny).items())
 
 
+def _sample_latents(bb, fit, seed=0, **over):
+    """The method's own sample stage on ``fit`` (no decoding, no ranking): latents."""
+    from imagic_kit.progress import SILENT
+    from imagic_kit.registry import get_method, make_config
+
+    cfg = make_config("imagic", None, None, **{**FAST, **over})
+    return get_method("imagic").sample(
+        bb, fit, None, cfg, torch.Generator().manual_seed(seed), SILENT
+    )
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_late_strength_weakens_the_fine_tuning_in_the_late_steps(tiny, scene_path, finetune):
+    """finetune_late_strength rescales the LoRA (or blends a full fine-tune with the pretrained
+    UNet) from step round(finetune_late_start * steps) on: strength 0 from the first step is the
+    pretrained UNet on the same embeddings, strength 1 or a start at the last step is the fit as
+    fitted, anything between differs from both; the backbone's weights come back unchanged."""
+    from imagic_kit.artifacts import Fit
+
+    before = _unet_state(tiny)
+    fit = fit_and_sample(tiny, scene_path, finetune=finetune, finetune_lr=1e-2).fit
+    bare = Fit(tensors=fit.tensors)  # the same embeddings, no fine-tuning
+    as_fitted = _sample_latents(tiny, fit, finetune_late_strength=1.0)
+    assert torch.equal(as_fitted, _sample_latents(tiny, fit, finetune_late_start=1.0))
+    pretrained = _sample_latents(tiny, bare)
+    zero = _sample_latents(tiny, fit, finetune_late_strength=0.0, finetune_late_start=0.0)
+    assert torch.allclose(zero, pretrained, atol=1e-5), (zero - pretrained).abs().max()
+    assert not torch.allclose(as_fitted, pretrained, atol=1e-3)
+    half = _sample_latents(tiny, fit, finetune_late_strength=0.5, finetune_late_start=0.5)
+    for other in (as_fitted, pretrained):
+        assert not torch.allclose(half, other, atol=1e-4)
+    after = _unet_state(tiny)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_finetune_none_is_embedding_only(tiny, scene_path):
     r = fit_and_sample(tiny, scene_path, finetune="none")
     assert r.fit.lora is None and r.fit.unet_state is None

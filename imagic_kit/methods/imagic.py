@@ -117,6 +117,7 @@ from ..artifacts import Fit
 from ..config import param
 from ..errors import ArtifactMismatchError
 from ..lora import (
+    ADAPTER,
     CONV_TARGETS,
     LoraSpec,
     lora_applied,
@@ -199,6 +200,23 @@ class ImagicConfig:
         min=-1.0,
         max=3.0,
     )
+    finetune_late_strength: float = param(
+        0.7,
+        help="strength of the fine-tuning in the late, low-noise sampling steps (the LoRA's scale, "
+        "or the fine-tuned UNet's share of a blend with the pretrained one): 1 = as fitted, as in "
+        "the paper; lower lets the pretrained model draw the prompt's details",
+        stage="sample",
+        min=0.0,
+        max=2.0,
+    )
+    finetune_late_start: float = param(
+        0.3,
+        help="fraction of the sampling steps, from the noisy end, run at full fine-tuning strength "
+        "before finetune_late_strength applies",
+        stage="sample",
+        min=0.0,
+        max=1.0,
+    )
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(50)
     num_images_per_prompt: int = num_images_per_prompt(1)
@@ -275,9 +293,10 @@ def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
 
 @contextlib.contextmanager
 def _weights(unet: torch.nn.Module, state: dict[str, torch.Tensor] | None):
-    """Swap in fine-tuned UNet weights for the duration of a ``with`` block."""
+    """Swap in fine-tuned UNet weights for the duration of a ``with`` block; yields
+    ``blend(s)``, which sets the weights to pretrained + s * (fine-tuned - pretrained)."""
     if state is None:
-        yield
+        yield lambda s: None
         return
     original = {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}
     missing, unexpected = unet.load_state_dict(state, strict=False)
@@ -286,8 +305,20 @@ def _weights(unet: torch.nn.Module, state: dict[str, torch.Tensor] | None):
         raise ArtifactMismatchError(
             "the saved fine-tuned UNet does not fit this model; refit without --artifacts"
         )
+
+    def blend(strength: float) -> None:
+        unet.load_state_dict(
+            {
+                k: (o.float() + strength * (state[k].float() - o.float())).to(o.dtype)
+                if k in state and o.is_floating_point()
+                else state.get(k, o)
+                for k, o in original.items()
+            },
+            strict=False,
+        )
+
     try:
-        yield
+        yield blend
     finally:
         unet.load_state_dict(original)
 
@@ -300,8 +331,20 @@ def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress
     x = backbone.randn(backbone.latent_shape(n), generator)
     with (
         lora_applied(backbone.unet, fit.lora, fit.lora_spec),
-        _weights(backbone.unet, fit.unet_state),
+        _weights(backbone.unet, fit.unet_state) as blend,
     ):
+        late_from = round(config.finetune_late_start * config.num_inference_steps)
+        strength = config.finetune_late_strength
+
+        def before_step(j: int) -> None:
+            # the late steps: weaken the fine-tuning once (a LoRA is rescaled, a full fine-tune blended)
+            if j != late_from or strength == 1.0:
+                return
+            if fit.lora is not None:
+                backbone.unet.set_adapters([ADAPTER], weights=[strength])
+            else:
+                blend(strength)
+
         return ddim_sample(
             backbone,
             x,
@@ -311,6 +354,7 @@ def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress
             eta=config.ddim_eta,
             generator=generator,
             progress=progress,
+            before_step=before_step,
         )
 
 
