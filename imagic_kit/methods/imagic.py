@@ -22,8 +22,8 @@ default LoRA recipe, ``fast`` trades some success for speed. Quick suite (12 edi
 1.0, ddim_eta 0.5; 2026-11-28 sessions 10-11, 2-core CPU, two processes): paper (one sample, late
 strength 1) 0% (target attributes 12/12, but the object moved in 11; fit 87 s), balanced (best of
 16) 83% (fit 46 s, sample 6.0 s), fast (best of 4) 67% (fit 16 s, sample 1.8 s). 12 edits move by
-8 points an edit: on the full suite balanced scores 75%; fast scored 54% there at late strength 1
-(balanced then: 67%).
+8 points an edit: on the full suite balanced scores 75%, fast 54% (fit 15 s; 54% also at late
+strength 1, when balanced scored 67%).
 
 Defaults, as measured on the shapes world (tiny-shapes, 2-core CPU, one thread per process, two
 processes sharing the CPU; the README has the tables):
