@@ -98,7 +98,8 @@ processes sharing the CPU; the README has the tables):
   0.6 with deterministic DDIM: green or nothing for 4 of 5). (With the previous attention + conv
   LoRA, eta 1.0 led the single-seed quick suite: 42/58/58/50% at eta 0.8/1.0/1.2/1.4.)
 Known shortfall (issue #5 open): full-suite success (seed 0) is 75% at the defaults (best of 16 at
-eta 1.0 with the late strength; 73% at eta 0.8; sdedit 25%, ddim 17%), short of the 80% target. The
+eta 1.0 with the late strength; 75% at fit and sample seed 1 too; 73% at eta 0.8; sdedit 25%,
+ddim 17%), short of the 80% target. The
 12 failures: the object moves or changes size when the background changes (4 edits) or in one shape
 edit, and 7 keep-background edits whose background lands at 23.4-24.8 dB, under the 25 dB bar. At
 strength 1 (session 10): 67%; among 32 candidates per edit 37 of 48 edits had a successful one, the
