@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -197,17 +198,27 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any] | None:
 def make_grid(
     images: list[Image.Image], cols: int | None = None, labels: list[str] | None = None
 ) -> Image.Image:
-    """Tile equally sized images into one (used for sweeps and multi-image outputs)."""
+    """Tile equally sized images into one (used for sweeps and multi-image outputs).
+
+    Small images whose labels would not fit above them (e.g. ``finetune_late_strength=0.7`` over a
+    64 px tile) are enlarged by a whole factor (up to 4, nearest neighbour: the pixels stay exact).
+    """
     if not images:
         raise ValueError("make_grid needs at least one image")
     cols = cols or len(images)
     rows = (len(images) + cols - 1) // cols
     w, h = images[0].size
     pad = 12 if labels else 0
-    grid = Image.new("RGB", (cols * w, rows * (h + pad)), (255, 255, 255))
     if labels:
         from PIL import ImageDraw
 
+        text_w = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t) for t in labels) + 4
+        k = min(4, math.ceil(text_w / w))
+        if k > 1:
+            w, h = w * k, h * k
+            images = [im.resize((w, h), Image.NEAREST) for im in images]
+    grid = Image.new("RGB", (cols * w, rows * (h + pad)), (255, 255, 255))
+    if labels:
         draw = ImageDraw.Draw(grid)
     for i, im in enumerate(images):
         x, y = (i % cols) * w, (i // cols) * (h + pad)

@@ -8,7 +8,14 @@ from PIL import Image
 
 from imagic_kit import imaging
 from imagic_kit.errors import InputImageError
-from imagic_kit.imaging import fit_to_square, image_hash, load_image, read_recipe, save_png
+from imagic_kit.imaging import (
+    fit_to_square,
+    image_hash,
+    load_image,
+    make_grid,
+    read_recipe,
+    save_png,
+)
 
 
 def test_corrupt_file_is_refused(tmp_path):
@@ -116,3 +123,20 @@ def test_png_recipe_round_trip_and_atomic_write(tmp_path):
 def test_hash_depends_on_pixels():
     a, b = Image.new("RGB", (8, 8), 0), Image.new("RGB", (8, 8), 1)
     assert image_hash(a) == image_hash(a.copy()) != image_hash(b)
+
+
+def test_grid_enlarges_small_tiles_to_fit_their_labels():
+    """A sweep over a long field name on 64 px images: the tiles grow by a whole factor (exact
+    pixels, nearest neighbour) so each label fits over its own tile; short labels change nothing."""
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    labels = [f"finetune_late_strength={v}" for v in (0.4, 0.7, 1.0)]
+    grid = make_grid(ims, labels=labels)
+    k = grid.size[0] // (3 * 64)
+    assert k > 1 and grid.size == (3 * 64 * k, 64 * k + 12)
+    from PIL import ImageDraw
+
+    assert max(ImageDraw.Draw(grid).textlength(t) for t in labels) <= 64 * k
+    tile = np.asarray(grid)[12:, 64 * k : 128 * k]
+    assert np.array_equal(tile, np.asarray(ims[1].resize((64 * k, 64 * k), Image.NEAREST)))
+    assert make_grid(ims, labels=["eta=0", "eta=1", "eta=2"]).size == (3 * 64, 64 + 12)
