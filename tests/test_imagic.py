@@ -69,23 +69,46 @@ def _sample_latents(bb, fit, seed=0, **over):
 @pytest.mark.parametrize("finetune", ["lora", "full"])
 def test_late_strength_weakens_the_fine_tuning_in_the_late_steps(tiny, scene_path, finetune):
     """finetune_late_strength rescales the LoRA (or blends a full fine-tune with the pretrained
-    UNet) from step round(finetune_late_start * steps) on: strength 0 from the first step is the
-    pretrained UNet on the same embeddings, strength 1 or a start at the last step is the fit as
-    fitted, anything between differs from both; the backbone's weights come back unchanged."""
+    UNet) from step round(finetune_late_start * steps) on. Exactly: strength s from the first step
+    samples like a fit whose fine-tuning is s times as large (the LoRA's up-projection, or the
+    weight change, scaled by s; alpha != rank so that the LoRA's alpha / rank cannot hide a wrong
+    scale); strength 0 is the pretrained UNet; strength 1 or a start at the last step is the fit
+    as fitted, and sampling as fitted after weakened samples gives the same again (nothing
+    carries over); the backbone's weights come back unchanged."""
     from imagic_kit.artifacts import Fit
 
     before = _unet_state(tiny)
-    fit = fit_and_sample(tiny, scene_path, finetune=finetune, finetune_lr=1e-2).fit
-    bare = Fit(tensors=fit.tensors)  # the same embeddings, no fine-tuning
+    fit = fit_and_sample(
+        tiny, scene_path, finetune=finetune, finetune_lr=1e-2, lora_rank=4, lora_alpha=8
+    ).fit
+    if finetune == "lora":
+        scaled = lambda s: Fit(  # noqa: E731
+            tensors=fit.tensors,
+            lora={k: v * s if "lora_B" in k else v for k, v in fit.lora.items()},
+            lora_spec=fit.lora_spec,
+        )
+    else:
+        scaled = lambda s: Fit(  # noqa: E731
+            tensors=fit.tensors,
+            unet_state={
+                k: torch.lerp(before[k], v, s) if v.is_floating_point() else v
+                for k, v in fit.unet_state.items()
+            },
+        )
     as_fitted = _sample_latents(tiny, fit, finetune_late_strength=1.0)
     assert torch.equal(as_fitted, _sample_latents(tiny, fit, finetune_late_start=1.0))
-    pretrained = _sample_latents(tiny, bare)
+    pretrained = _sample_latents(tiny, Fit(tensors=fit.tensors))  # same embeddings, no fine-tune
     zero = _sample_latents(tiny, fit, finetune_late_strength=0.0, finetune_late_start=0.0)
     assert torch.allclose(zero, pretrained, atol=1e-5), (zero - pretrained).abs().max()
     assert not torch.allclose(as_fitted, pretrained, atol=1e-3)
+    for s in (0.5, 0.7):
+        got = _sample_latents(tiny, fit, finetune_late_strength=s, finetune_late_start=0.0)
+        want = _sample_latents(tiny, scaled(s), finetune_late_strength=1.0)
+        assert torch.allclose(got, want, atol=1e-5), (s, (got - want).abs().max())
     half = _sample_latents(tiny, fit, finetune_late_strength=0.5, finetune_late_start=0.5)
     for other in (as_fitted, pretrained):
         assert not torch.allclose(half, other, atol=1e-4)
+    assert torch.equal(as_fitted, _sample_latents(tiny, fit, finetune_late_strength=1.0))
     after = _unet_state(tiny)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 

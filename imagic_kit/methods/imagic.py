@@ -78,7 +78,7 @@ processes sharing the CPU; the README has the tables):
   8 others) successful candidates 112 -> 142 of 304, successful picks 7 -> 11; switching the LoRA off
   for the last half fixed the colour (13/16) but dropped keep-background edits under the 25 dB bar
   (colour-00 16 -> 1 of 16); 0.5 from half way: 142 / 11 but fewer on the quick suite (98 vs 117 of
-  192 candidates; picks 10 / 9 of 12 for every schedule tried, 9 / 9 at strength 1). Full suite: 75%
+  192 candidates; picks 10-11 / 8-9 of 12 for the schedules tried, 9 / 9 at strength 1). Full suite: 75%
   at the defaults (67% at strength 1), target attributes 100% (88%), background kept 76% (83%)
   (docs/bench/late-strength-2026-11-28/).
 - eta = 1.0 with best of 16 (full suite with the late strength: 75% vs 73% at 0.8, 62% at 1.2, 50% at
@@ -327,16 +327,13 @@ def _weights(unet: torch.nn.Module, state: dict[str, torch.Tensor] | None):
             "the saved fine-tuned UNet does not fit this model; refit without --artifacts"
         )
 
+    @torch.no_grad()
     def blend(strength: float) -> None:
-        unet.load_state_dict(
-            {
-                k: (o.float() + strength * (state[k].float() - o.float())).to(o.dtype)
-                if k in state and o.is_floating_point()
-                else state.get(k, o)
-                for k, o in original.items()
-            },
-            strict=False,
-        )
+        # in place, one tensor at a time on the UNet's device: no second copy of a large UNet
+        for k, p in unet.state_dict().items():
+            if k in state and p.is_floating_point():
+                lo, hi = (t[k].to(p.device, torch.float32) for t in (original, state))
+                p.copy_(torch.lerp(lo, hi, strength))
 
     try:
         yield blend
