@@ -52,23 +52,11 @@ def test_clip_and_structure_pick_the_edit_in_place(shapes):
     ref = scene()
     good = scene(colour="red")
     cands = [ref, scene(colour="red", x0=30, y0=4), good, scene(colour="red", shape="square")]
-    r = rank_candidates(
-        cands,
-        pixels(*cands),
-        pixels(ref),
-        "a red circle on a gray background",
-        clip_path=shapes.extras["clip_path"],
-    )
+    args = (cands, pixels(*cands), pixels(ref), "a red circle on a gray background")
+    r = rank_candidates(*args, clip_path=shapes.extras["clip_path"])
     assert r.order[0] == 2, r.to_dict()
     assert sorted(r.order) == [0, 1, 2, 3] and len(r.scores) == 4 and r.rank_by == "clip+structure"
-    only_clip = rank_candidates(
-        cands,
-        pixels(*cands),
-        pixels(ref),
-        "a red circle on a gray background",
-        clip_path=shapes.extras["clip_path"],
-        rank_by="clip",
-    )
+    only_clip = rank_candidates(*args, clip_path=shapes.extras["clip_path"], rank_by="clip")
     # CLIP alone reads what is drawn, not where: both red circles lead, the input comes last
     assert set(only_clip.order[:2]) == {1, 2} and only_clip.order[-1] == 0, only_clip.to_dict()
 
