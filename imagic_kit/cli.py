@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="0/1",
         help="I/N: run every N-th edit starting at I; N processes with one --out split a suite",
     )
+    b.add_argument(
+        "--judge-candidates",
+        action="store_true",
+        help="best-of-N settings: let the oracle judge every candidate too (candidates.csv; the "
+        "report adds how often some candidate succeeds)",
+    )
     b.add_argument("--device")
     b.add_argument("--dtype")
     b.add_argument("--threads", type=int)
@@ -391,6 +397,7 @@ def cmd_bench(args) -> int:
         progress=not args.quiet,
         limit=args.limit,
         shard=shard,
+        judge_candidates=args.judge_candidates,
     )
     title = f"{suite.get('name', args.suite)} suite on {backbone.model_id} ({backbone.device})"
     if backbone.extras.get("timing_only"):

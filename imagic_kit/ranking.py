@@ -50,6 +50,7 @@ class Ranking:
     text: list[float] | None = None
     structure: list[float] = field(default_factory=list)
     rank_by: str = "clip+structure"
+    fidelity: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         r = lambda v: None if v is None else [round(x, 4) for x in v]  # noqa: E731
@@ -59,6 +60,7 @@ class Ranking:
             "score": r(self.scores),
             "clip": r(self.text),
             "structure": r(self.structure),
+            "fidelity": r(self.fidelity),
         }
 
 
@@ -105,6 +107,26 @@ def structure_similarity(candidates: torch.Tensor, reference: torch.Tensor) -> l
     return (num / den).tolist()
 
 
+def fidelity(
+    candidates: torch.Tensor, reference: torch.Tensor, keep: float = 0.5, max_size: int = 128
+) -> list[float]:
+    """PSNR (dB) of each candidate against the reference over the best-matching ``keep`` fraction
+    of its pixels (at <= ``max_size`` px): how faithfully the part the edit leaves alone was kept.
+
+    An edit changes some of the image (an object's colour, or the background), so a plain PSNR
+    mostly measures how big the edit is; the trimmed one ignores the worst-matching half and asks
+    whether the rest still has the input's texture and shading."""
+    x = candidates.detach().float().cpu()
+    ref = reference[:1].detach().float().cpu()
+    if x.shape[-1] > max_size:
+        x = torch.nn.functional.interpolate(x, size=(max_size, max_size), mode="area")
+        ref = torch.nn.functional.interpolate(ref, size=(max_size, max_size), mode="area")
+    err = (((x - ref) / 2) ** 2).mean(1).flatten(1)  # per pixel, in [0, 1] units
+    k = max(1, math.ceil(keep * err.shape[1]))
+    mse = err.sort(1).values[:, :k].mean(1).clamp_min(1e-10)
+    return (-10 * torch.log10(mse)).tolist()
+
+
 @lru_cache(maxsize=2)
 def load_clip(path: str):
     """A CLIP scorer for ``path`` (folder or hub id), loaded once per process."""
@@ -146,10 +168,11 @@ def rank_candidates(
         rank_by = "structure"
     text = load_clip(clip_path).scores(images, prompt) if rank_by != "structure" else None
     struct = structure_similarity(pixels, reference)
+    fid = fidelity(pixels, reference)
     score = torch.zeros(len(images), dtype=torch.float64)
     if text is not None:
         score += _z(text)
     if rank_by != "clip":
         score += structure_weight * _z(struct)
     order = sorted(range(len(images)), key=lambda i: (-float(score[i]), i))
-    return Ranking(order, score.tolist(), text, struct, rank_by)
+    return Ranking(order, score.tolist(), text, struct, rank_by, fid)

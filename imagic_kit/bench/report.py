@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import statistics
@@ -246,12 +247,45 @@ img{{width:128px;height:128px;image-rendering:pixelated}}</style></head><body>
     return path
 
 
+def candidates_markdown(cands: list[dict[str, str]]) -> str:
+    """The best-of-N section of summary.md, from ``candidates.csv`` (``--judge-candidates``): per
+    setting, how often the pick succeeds against how often some candidate does (a perfect ranking)."""
+    groups: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for c in cands:
+        groups[(c["label"], c["sweep"])][c["edit_id"]].append(c)
+    lines = [
+        "",
+        "Best of N, every candidate judged by the oracle (`--judge-candidates`, candidates.csv):",
+        "",
+        "| method | setting | edits | pick succeeds | some candidate succeeds | candidates that succeed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (label, sweep), edits in groups.items():
+        picked = [any(_b(c["success"]) and c["rank"] == "0" for c in cs) for cs in edits.values()]
+        some = [any(_b(c["success"]) for c in cs) for cs in edits.values()]
+        each = [_b(c["success"]) for cs in edits.values() for c in cs]
+        setting = "default" if sweep in ("{}", "") else sweep
+        lines.append(
+            f"| {label} | {setting} | {len(edits)} | {_pct(_rate(picked))} | {_pct(_rate(some))} | "
+            f"{_pct(_rate(each))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     rows: list[dict[str, str]], suite: dict[str, Any], out: str | Path, title: str
 ) -> dict[str, Path]:
     out = Path(out)
     summary = summarise(rows)
-    (out / "summary.md").write_text(summary_markdown(summary, title))
+    text = summary_markdown(summary, title)
+    if (out / "candidates.csv").is_file():
+        with (out / "candidates.csv").open(newline="") as f:
+            cands = list(csv.DictReader(f))
+        if cands:
+            text += candidates_markdown(cands)
+    (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     plots = write_plots(summary, out)
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -64,6 +65,32 @@ FIELDS = [
     "peak_mem_mb",
     "device",
     "image",
+]
+
+ORACLE_FIELDS = (
+    "success",
+    "target_ok",
+    "position_ok",
+    "size_ok",
+    "background_kept",
+    "background_psnr",
+)
+# --judge-candidates: one row per candidate of a best-of-N edit (candidates.csv), so that a ranking
+# can be judged against the oracle offline (scripts/rerank.py) without sampling again
+CANDIDATE_FIELDS = [
+    "label",
+    "sweep",
+    "edit_id",
+    "kind",
+    "seed",
+    "recipe",
+    "index",
+    "rank",
+    *ORACLE_FIELDS,
+    "rank_clip",
+    "rank_structure",
+    "rank_fidelity",
+    "rank_score",
 ]
 
 
@@ -186,13 +213,18 @@ def run_benchmark(
     progress: bool = True,
     limit: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    judge_candidates: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every (method, sweep setting) on every edit of ``suite``; returns all rows (old and new).
 
     ``shard=(i, n)`` runs only the edits whose index is ``i`` modulo ``n``: n processes (or machines
     sharing the folder) with i = 0..n-1 split a suite; they append to the same ``results.csv`` one
     whole line at a time, and the rows returned (and any report written from them) include every
-    shard's rows finished so far."""
+    shard's rows finished so far.
+
+    ``judge_candidates``: for best-of-N settings (``candidates`` > 1) the oracle also judges every
+    candidate, written to ``candidates.csv`` with the ranking's features: how often some candidate
+    succeeds (what a perfect ranking would reach) and material to try other rankings on."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -249,6 +281,20 @@ def run_benchmark(
             csv.DictWriter(f, fieldnames=FIELDS).writeheader()
     except FileExistsError:
         pass
+    cand_file = None
+    if judge_candidates:
+        cand_path = out / "candidates.csv"
+        try:
+            with cand_path.open("x", newline="") as f:
+                csv.DictWriter(f, fieldnames=CANDIDATE_FIELDS).writeheader()
+        except FileExistsError:
+            with cand_path.open(newline="") as f:
+                if next(csv.reader(f), None) != CANDIDATE_FIELDS:
+                    raise ConfigError(
+                        f"{cand_path} was written by another version of imagic-kit (its columns "
+                        "differ); write to a new --out folder"
+                    ) from None
+        cand_file = cand_path.open("a", newline="")
     with results.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         for e in edits:
@@ -304,9 +350,38 @@ def run_benchmark(
                 }
                 writer.writerow(row)
                 f.flush()
+                if cand_file is not None and "ranking" in r.recipe:
+                    _judge_candidates(cand_file, row, r, src, e)
                 bar.update(success=int(m["success"]))
+    if cand_file is not None:
+        cand_file.close()
     bar.close()
     return read_results(results)
+
+
+def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None:
+    """Append one ``candidates.csv`` row per candidate of ``r`` (one whole edit in one write)."""
+    rk = r.recipe["ranking"]
+    rank = {i: pos for pos, i in enumerate(rk["order"])}
+    lines = []
+    for i, im in enumerate(r.candidates):
+        m = evaluate_edit(src, im, e["target"], e["changes"])
+        lines.append(
+            {
+                **{k: row[k] for k in ("label", "sweep", "edit_id", "kind", "seed", "recipe")},
+                "index": i,
+                "rank": rank[i],
+                **{k: m[k] for k in ORACLE_FIELDS},
+                "rank_clip": "" if rk["clip"] is None else rk["clip"][i],
+                "rank_structure": rk["structure"][i],
+                "rank_fidelity": rk["fidelity"][i],
+                "rank_score": rk["score"][i],
+            }
+        )
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=CANDIDATE_FIELDS).writerows(lines)
+    f.write(buf.getvalue())
+    f.flush()
 
 
 def _safe(s: str) -> str:
