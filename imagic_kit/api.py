@@ -276,14 +276,17 @@ def _sample_pixels(spec, backbone, fit, inputs, cfg, seed: int, prog) -> torch.T
 def _ranking_clip(backbone, cfg) -> str | None:
     """The CLIP model best-of-N ranks with (``rank_clip``, else the model's own), loaded now so that
     a missing one stops the edit before the fit; None when no ranking or no CLIP is needed/there."""
-    if getattr(cfg, "candidates", 1) <= 1 or cfg.rank_by == "structure":
+    from .ranking import rank_terms
+
+    if getattr(cfg, "candidates", 1) <= 1 or "clip" not in rank_terms(cfg.rank_by):
         return None
     path = cfg.rank_clip or backbone.extras.get("clip_path")
     if not path:
         if cfg.rank_by == "clip":
             raise ConfigError(
                 "rank_by=clip needs a CLIP model and this model has none; set rank_clip to a CLIP "
-                "folder or hub id, or use rank_by=clip+structure (outlines only here) or structure"
+                "folder or hub id, or use rank_by=clip+structure+fidelity (without the CLIP term "
+                "here) or structure+fidelity"
             )
         return None
     from .ranking import load_clip
@@ -312,6 +315,7 @@ def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, clip_path: str | Non
         clip_path=clip_path,
         rank_by=cfg.rank_by,
         structure_weight=cfg.structure_weight,
+        fidelity_weight=cfg.fidelity_weight,
     )
     keep = ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]
     return pixels[keep], ranking, images

@@ -4,21 +4,28 @@ the input.
 A sampled edit is stochastic: from one fit, some seeds give the edit in place, others move the
 object, redraw it or stop half way (Imagic's "the best eta differs per seed", METHODS.md). Drawing
 several candidates and keeping the best is what users of these methods do by eye; this module does
-it with two measures that need only what the user gave (the input image and the target prompt):
+it with three measures that need only what the user gave (the input image and the target prompt):
 
-- **text**: CLIP score of the candidate against the target prompt (cosine of the image and text
+- **clip**: CLIP score of the candidate against the target prompt (cosine of the image and text
   features) -- did the edit happen;
 - **structure**: correlation of the candidate's edge map with the input's (the per-pixel largest
   Sobel gradient magnitude over the RGB channels, Gaussian-blurred, at <= 128 px) -- are the
   outlines where they were. It does not care about colours, so a colour or background change
-  costs little, while a moved or redrawn object costs a lot.
+  costs little, while a moved or redrawn object costs a lot;
+- **fidelity**: PSNR against the input over the best-matching half of the pixels (at <= 128 px) --
+  did the part the edit leaves alone keep its texture and shading. The worst-matching half, where
+  the edit happened, is ignored, so a bold recolouring costs nothing while a redrawn texture costs
+  a lot (a plain PSNR would reward timid edits).
 
-Each measure is standardised over the candidates (z-score) and the two are summed with
-``structure_weight`` on the second: scale-free, so the same ranking works with the embedded model's
-small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without a CLIP model the
-ranking falls back to structure alone (with a warning). This is the toolkit's choice, not a
-paper's: the weights and the default number of candidates were measured on the shapes world (see
-the Imagic module docstring).
+``rank_by`` names the measures used (``clip+structure+fidelity``, the default, or any combination).
+Each is standardised over the candidates (z-score) and they are summed with weights 1,
+``structure_weight`` and ``fidelity_weight``: scale-free, so the same ranking works with the
+embedded model's small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without
+a CLIP model the text term is dropped (with a warning). This is the toolkit's choice, not a
+paper's: the terms, weights and the default number of candidates were measured on the shapes world
+(see the Imagic module docstring). ``imagic-kit bench --judge-candidates`` records every
+candidate's measures and the oracle's verdict, and ``scripts/rerank.py`` tries other rankings on
+them offline.
 
 Reproducibility: the same seed and settings give the same candidates and the same pick. The
 candidates come from one generator, in batches of ``api.SAMPLE_CHUNK``, so candidate i depends on
@@ -38,7 +45,17 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-RANK_BY = ("clip+structure", "clip", "structure")
+TERMS = ("clip", "structure", "fidelity")
+# every combination of the terms, the default first
+RANK_BY = (
+    "clip+structure+fidelity",
+    "clip+structure",
+    "clip+fidelity",
+    "structure+fidelity",
+    "clip",
+    "structure",
+    "fidelity",
+)
 
 
 @dataclass
@@ -49,7 +66,7 @@ class Ranking:
     scores: list[float]
     text: list[float] | None = None
     structure: list[float] = field(default_factory=list)
-    rank_by: str = "clip+structure"
+    rank_by: str = "clip+structure+fidelity"
     fidelity: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -142,6 +159,40 @@ def _z(v: list[float]) -> torch.Tensor:
     return (t - t.mean()) / t.std(unbiased=False).clamp_min(1e-6)
 
 
+def rank_terms(rank_by: str) -> list[str]:
+    """``"clip+structure"`` -> ``["clip", "structure"]``, validated (see ``RANK_BY``)."""
+    terms = rank_by.split("+")
+    if not terms or any(t not in TERMS for t in terms) or len(set(terms)) != len(terms):
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
+    return sorted(terms, key=TERMS.index)
+
+
+def score_candidates(
+    text: list[float] | None,
+    structure: list[float],
+    fidelity: list[float],
+    *,
+    rank_by: str,
+    structure_weight: float = 0.5,
+    fidelity_weight: float = 0.25,
+) -> tuple[list[int], list[float]]:
+    """The order (best first; ties keep drawing order) and the scores of candidates from their
+    measures: the z-scores of the ``rank_by`` terms, CLIP's with weight 1, summed. Used by
+    ``rank_candidates`` and by scripts/rerank.py to try rankings on judged candidates offline."""
+    terms = rank_terms(rank_by)
+    if "clip" in terms and text is None:
+        raise ValueError(f"rank_by={rank_by!r} needs the CLIP scores")
+    score = torch.zeros(len(structure), dtype=torch.float64)
+    if "clip" in terms:
+        score += _z(text)
+    if "structure" in terms:
+        score += structure_weight * _z(structure)
+    if "fidelity" in terms:
+        score += fidelity_weight * _z(fidelity)
+    order = sorted(range(len(structure)), key=lambda i: (-float(score[i]), i))
+    return order, score.tolist()
+
+
 def rank_candidates(
     images: list[Image.Image],
     pixels: torch.Tensor,
@@ -149,30 +200,34 @@ def rank_candidates(
     prompt: str,
     *,
     clip_path: str | None,
-    rank_by: str = "clip+structure",
+    rank_by: str = "clip+structure+fidelity",
     structure_weight: float = 0.5,
+    fidelity_weight: float = 0.25,
 ) -> Ranking:
     """Order ``images`` (decoded ``pixels``, (N, 3, H, W) in [-1, 1]) best first for an edit of
     ``reference`` (the input, (1, 3, H, W)) towards ``prompt``."""
-    if rank_by not in RANK_BY:
-        raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
-    if rank_by == "clip" and not clip_path:
+    terms = rank_terms(rank_by)
+    if terms == ["clip"] and not clip_path:
         raise ValueError("rank_by='clip' needs clip_path")
-    if rank_by != "structure" and not clip_path:
+    if "clip" in terms and not clip_path:
+        terms.remove("clip")
         log.warning(
-            "ranking %d candidates by their outlines only: this model has no CLIP model for the "
-            "text score (set rank_clip to a CLIP folder or hub id to use it too, or candidates=1 "
-            "to sample once)",
+            "ranking %d candidates without the text score (by %s only): this model has no CLIP "
+            "model (set rank_clip to a CLIP folder or hub id to use it too, or candidates=1 to "
+            "sample once)",
             len(images),
+            " and ".join({"structure": "outlines", "fidelity": "fidelity"}[t] for t in terms),
         )
-        rank_by = "structure"
-    text = load_clip(clip_path).scores(images, prompt) if rank_by != "structure" else None
+    rank_by = "+".join(terms)
+    text = load_clip(clip_path).scores(images, prompt) if "clip" in terms else None
     struct = structure_similarity(pixels, reference)
     fid = fidelity(pixels, reference)
-    score = torch.zeros(len(images), dtype=torch.float64)
-    if text is not None:
-        score += _z(text)
-    if rank_by != "clip":
-        score += structure_weight * _z(struct)
-    order = sorted(range(len(images)), key=lambda i: (-float(score[i]), i))
-    return Ranking(order, score.tolist(), text, struct, rank_by, fid)
+    order, score = score_candidates(
+        text,
+        struct,
+        fid,
+        rank_by=rank_by,
+        structure_weight=structure_weight,
+        fidelity_weight=fidelity_weight,
+    )
+    return Ranking(order, score, text, struct, rank_by, fid)

@@ -127,3 +127,51 @@ def test_results_of_another_version_are_not_resumed(tiny, tmp_path):
         run_benchmark(
             tiny, make_suite("quick"), parse_methods("sdedit"), tmp_path, progress=False, limit=1
         )
+
+
+def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, capsys):
+    """--judge-candidates: one candidates.csv row per candidate with the oracle's verdict and the
+    ranking's measures; the rank-0 row is the edit results.csv scored; a resumed run adds
+    nothing; the report gives the pick and oracle rates; scripts/rerank.py re-ranks the same
+    candidates offline and reproduces the bench's picks."""
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    suite = make_suite("quick", seed=1)
+    kw = dict(
+        overrides={"num_inference_steps": "4", "candidates": "3"},
+        progress=False,
+        limit=2,
+        judge_candidates=True,
+    )
+    rows = run_benchmark(tiny, suite, parse_methods("sdedit"), tmp_path, **kw)
+    run_benchmark(tiny, suite, parse_methods("sdedit"), tmp_path, **kw)  # resumed: nothing new
+    with (tmp_path / "candidates.csv").open(newline="") as f:
+        cands = list(csv.DictReader(f))
+    assert len(cands) == 2 * 3
+    for r in rows:
+        mine = [c for c in cands if c["edit_id"] == r["edit_id"]]
+        assert sorted(int(c["rank"]) for c in mine) == [0, 1, 2]
+        assert sorted(int(c["index"]) for c in mine) == [0, 1, 2]
+        pick = next(c for c in mine if c["rank"] == "0")
+        assert pick["success"] == r["success"]
+        assert pick["background_psnr"] == r["background_psnr"]
+        assert all(c["rank_clip"] == "" and float(c["rank_fidelity"]) > 0 for c in mine)
+        scores = [float(c["rank_score"]) for c in sorted(mine, key=lambda c: int(c["rank"]))]
+        assert scores == sorted(scores, reverse=True)
+    text = write_report(rows, suite, tmp_path, "test")["summary"].read_text()
+    rate = f"{100 * sum(r['success'] == 'True' for r in rows) / 2:.0f}%"
+    assert f"| sdedit | default | 2 | {rate} |" in text  # the best-of-N section's pick rate
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "rerank.py"
+    spec = importlib.util.spec_from_file_location("rerank", path)
+    rerank = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rerank)
+    capsys.readouterr()
+    assert rerank.main([str(tmp_path), "--rank-by", "structure,fidelity"]) == 0
+    out = capsys.readouterr().out
+    recorded = next(x for x in out.splitlines() if x.startswith("| as recorded"))
+    again = next(x for x in out.splitlines() if x.startswith("| structure sw=0.5 "))
+    assert recorded.split("|")[2:] == again.split("|")[2:], out
+    assert "| fidelity fw=0.25 |" in out and "| oracle (some candidate succeeds) |" in out

@@ -104,7 +104,9 @@ def test_late_strength_weakens_the_fine_tuning_in_the_late_steps(tiny, scene_pat
     for s in (0.5, 0.7):
         got = _sample_latents(tiny, fit, finetune_late_strength=s, finetune_late_start=0.0)
         want = _sample_latents(tiny, scaled(s), finetune_late_strength=1.0)
-        assert torch.allclose(got, want, atol=1e-5), (s, (got - want).abs().max())
+        # the same sum computed two ways (scale in the forward vs scaled weights): float32 rounding
+        # on latents of magnitude ~7 reaches 1.6e-5 with one thread; a wrong scale is far more off
+        assert torch.allclose(got, want, atol=1e-4), (s, (got - want).abs().max())
     half = _sample_latents(tiny, fit, finetune_late_strength=0.5, finetune_late_start=0.5)
     for other in (as_fitted, pretrained):
         assert not torch.allclose(half, other, atol=1e-4)

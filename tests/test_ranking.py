@@ -10,7 +10,14 @@ import pytest
 from imagic_kit import edit
 from imagic_kit.errors import ModelNotAvailableError
 from imagic_kit.imaging import pil_to_tensor
-from imagic_kit.ranking import rank_candidates, structure_similarity
+from imagic_kit.ranking import (
+    RANK_BY,
+    fidelity,
+    rank_candidates,
+    rank_terms,
+    score_candidates,
+    structure_similarity,
+)
 from imagic_kit.shapes import Scene, render
 
 FAST = {"embedding_steps": 4, "finetune_steps": 4, "num_inference_steps": 3, "batch_size": 1}
@@ -53,21 +60,78 @@ def test_clip_and_structure_pick_the_edit_in_place(shapes):
     good = scene(colour="red")
     cands = [ref, scene(colour="red", x0=30, y0=4), good, scene(colour="red", shape="square")]
     args = (cands, pixels(*cands), pixels(ref), "a red circle on a gray background")
-    r = rank_candidates(*args, clip_path=shapes.extras["clip_path"])
-    assert r.order[0] == 2, r.to_dict()
-    assert sorted(r.order) == [0, 1, 2, 3] and len(r.scores) == 4 and r.rank_by == "clip+structure"
+    for rank_by in ("clip+structure+fidelity", "clip+structure"):
+        r = rank_candidates(*args, clip_path=shapes.extras["clip_path"], rank_by=rank_by)
+        assert r.order[0] == 2, r.to_dict()
+        assert sorted(r.order) == [0, 1, 2, 3] and len(r.scores) == 4 and r.rank_by == rank_by
     only_clip = rank_candidates(*args, clip_path=shapes.extras["clip_path"], rank_by="clip")
     # CLIP alone reads what is drawn, not where: both red circles lead, the input comes last
     assert set(only_clip.order[:2]) == {1, 2} and only_clip.order[-1] == 0, only_clip.to_dict()
 
 
-def test_without_clip_the_ranking_uses_structure_and_says_so(caplog):
+def test_without_clip_the_ranking_drops_the_text_term_and_says_so(caplog):
     ref = scene()
     cands = [scene(x0=30), ref]
-    with caplog.at_level(logging.WARNING, logger="imagic_kit.ranking"):
-        r = rank_candidates(cands, pixels(*cands), pixels(ref), "a blue circle", clip_path=None)
-    assert r.rank_by == "structure" and r.text is None and r.order == [1, 0]
-    assert "outlines only" in caplog.text
+    for rank_by, left in [
+        ("clip+structure+fidelity", "structure+fidelity"),
+        ("clip+structure", "structure"),
+    ]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="imagic_kit.ranking"):
+            r = rank_candidates(
+                cands, pixels(*cands), pixels(ref), "a blue circle", clip_path=None, rank_by=rank_by
+            )
+        assert r.rank_by == left and r.text is None and r.order == [1, 0]
+        assert "without the text score" in caplog.text and "no CLIP model" in caplog.text
+
+
+def test_fidelity_ignores_the_edited_part_and_sees_a_changed_texture():
+    """The trimmed PSNR: a recoloured object (a big change on a small part) keeps the input's
+    fidelity, while a slight change everywhere (the texture redrawn) loses it -- the opposite of a
+    plain PSNR, which would prefer the redrawn texture."""
+    import torch
+
+    ref = pixels(scene())
+    recoloured = pixels(scene(colour="red"))
+    redrawn = pixels(scene(texture_seed=3))
+    f = fidelity(torch.cat([ref, recoloured, redrawn]), ref)
+    assert f[0] == pytest.approx(100.0)  # identical: the 1e-10 floor
+    assert f[1] > 60 and f[2] < 45, f
+    mse = [float(((x - ref) ** 2).mean()) for x in (recoloured, redrawn)]
+    assert mse[0] > mse[1]  # a plain PSNR ranks them the other way round
+    # at more than 128 px the measure works on an area-downsampled copy: same order
+    big = torch.nn.functional.interpolate(
+        torch.cat([ref, recoloured, redrawn]), scale_factor=4, mode="nearest"
+    )
+    fb = fidelity(big, big[:1])
+    assert fb[1] > fb[2]
+
+
+def test_score_candidates_sums_weighted_z_scores_of_the_chosen_terms():
+    import torch
+
+    text, struct, fid = [0.1, 0.3, 0.2], [0.9, 0.1, 0.5], [30.0, 20.0, 40.0]
+
+    def z(v):
+        t = torch.tensor(v, dtype=torch.float64)
+        return (t - t.mean()) / t.std(unbiased=False)
+
+    want = z(text) + 0.5 * z(struct) + 0.25 * z(fid)
+    order, score = score_candidates(text, struct, fid, rank_by="clip+structure+fidelity")
+    assert score == pytest.approx(want.tolist())
+    assert order == sorted(range(3), key=lambda i: -want[i])
+    order, score = score_candidates(
+        text, struct, fid, rank_by="fidelity+clip", structure_weight=9, fidelity_weight=2
+    )
+    assert score == pytest.approx((z(text) + 2 * z(fid)).tolist())
+    assert score_candidates(None, struct, fid, rank_by="structure")[0] == [0, 2, 1]
+    assert score_candidates(None, [1.0, 1.0], [5.0, 5.0], rank_by="structure")[0] == [0, 1]  # ties
+    with pytest.raises(ValueError, match="needs the CLIP scores"):
+        score_candidates(None, struct, fid, rank_by="clip+structure")
+    for bad in ("clip+clip", "edges", ""):
+        with pytest.raises(ValueError, match="rank_by must be one of"):
+            rank_terms(bad)
+    assert all("+".join(rank_terms(r)) == r for r in RANK_BY) and len(set(RANK_BY)) == 7
 
 
 def test_best_of_n_is_reproducible_and_recorded(tiny, scene_path):
@@ -80,7 +144,8 @@ def test_best_of_n_is_reproducible_and_recorded(tiny, scene_path):
     assert len(a.images) == 2 and len(a.candidates) == 12
     rk = a.recipe["ranking"]
     assert len(rk["score"]) == 12 and sorted(rk["order"]) == list(range(12))
-    assert rk["rank_by"] == "structure" and rk["clip"] is None  # tiny-random has no CLIP
+    assert rk["rank_by"] == "structure+fidelity" and rk["clip"] is None  # tiny-random: no CLIP
+    assert len(rk["structure"]) == len(rk["fidelity"]) == 12
     for img, i in zip(a.images, rk["order"][:2]):
         assert np.array_equal(np.asarray(img), np.asarray(a.candidates[i]))
     # the candidates differ (fresh noise each), so the ranking had something to choose from

@@ -50,8 +50,8 @@ def rank_by(default: str = "clip+structure"):
 
     return param(
         default,
-        help="how candidates are ranked: CLIP score to the prompt plus outline similarity to the "
-        "input (z-scores summed), or one of them",
+        help="how candidates are ranked: the z-scores of the CLIP score to the prompt, the outline "
+        "similarity to the input and the fidelity to the input (trimmed PSNR), summed; any of them",
         stage="sample",
         choices=list(RANK_BY),
     )
@@ -61,6 +61,17 @@ def structure_weight(default: float = 0.5):
     return param(
         default,
         help="weight of the outline similarity against the CLIP score when ranking candidates",
+        stage="sample",
+        min=0.0,
+        max=100.0,
+    )
+
+
+def fidelity_weight(default: float = 0.25):
+    return param(
+        default,
+        help="weight of the fidelity to the input (PSNR of its best-matching half) against the "
+        "CLIP score when ranking candidates",
         stage="sample",
         min=0.0,
         max=100.0,

@@ -151,6 +151,7 @@ from ..sampling import ddim_sample
 from ._common import (
     candidates,
     ddim_eta,
+    fidelity_weight,
     guidance_scale,
     num_images_per_prompt,
     num_inference_steps,
@@ -243,8 +244,9 @@ class ImagicConfig:
     num_images_per_prompt: int = num_images_per_prompt(1)
     ddim_eta: float = ddim_eta(0.5)
     candidates: int = candidates(16)
-    rank_by: str = rank_by("clip+structure")
+    rank_by: str = rank_by("clip+structure+fidelity")
     structure_weight: float = structure_weight(0.5)
+    fidelity_weight: float = fidelity_weight(0.25)
     rank_clip: str = rank_clip("")
 
 

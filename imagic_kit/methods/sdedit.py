@@ -20,6 +20,7 @@ from ..sampling import ddim_sample, schedule
 from ._common import (
     candidates,
     ddim_eta,
+    fidelity_weight,
     guidance_scale,
     num_images_per_prompt,
     num_inference_steps,
@@ -47,6 +48,7 @@ class SDEditConfig:
     candidates: int = candidates(1)
     rank_by: str = rank_by()
     structure_weight: float = structure_weight()
+    fidelity_weight: float = fidelity_weight()
     rank_clip: str = rank_clip()
 
 
