@@ -52,8 +52,9 @@ class EditResult:
     recipe: dict[str, Any]
     inputs: list[Image.Image] = field(default_factory=list)
     # best-of-N (config ``candidates`` > 1): every image drawn, in drawing order; ``images`` holds
-    # the best of them and ``recipe["ranking"]`` the scores
+    # the best of them, ``ranking`` the measures and scores (``recipe["ranking"]``: the same, rounded)
     candidates: list[Image.Image] = field(default_factory=list)
+    ranking: Any = None
 
     @property
     def image(self) -> Image.Image:
@@ -245,7 +246,7 @@ def edit(
     }
     if ranking is not None:
         recipe["ranking"] = ranking.to_dict()
-        return EditResult(out, fit, cfg, seed, timings, recipe, pils, candidates)
+        return EditResult(out, fit, cfg, seed, timings, recipe, pils, candidates, ranking)
     return EditResult(out, fit, cfg, seed, timings, recipe, pils)
 
 
@@ -285,8 +286,8 @@ def _ranking_clip(backbone, cfg) -> str | None:
         if cfg.rank_by == "clip":
             raise ConfigError(
                 "rank_by=clip needs a CLIP model and this model has none; set rank_clip to a CLIP "
-                "folder or hub id, or use rank_by=clip+structure+fidelity (without the CLIP term "
-                "here) or structure+fidelity"
+                "folder or hub id, or use rank_by=structure+fidelity (what the default ranks by "
+                "here)"
             )
         return None
     from .ranking import load_clip
@@ -297,7 +298,7 @@ def _ranking_clip(backbone, cfg) -> str | None:
         raise ModelNotAvailableError(
             f"the CLIP model for ranking candidates, {path!r}, could not be loaded "
             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); give rank_clip a local "
-            "CLIP folder, or set rank_by=structure or candidates=1"
+            "CLIP folder, or set rank_by=structure+fidelity or candidates=1"
         ) from None
     return path
 

@@ -14,10 +14,13 @@ it with three measures that need only what the user gave (the input image and th
   costs little, while a moved or redrawn object costs a lot;
 - **fidelity**: PSNR against the input over the best-matching half of the pixels (at <= 128 px) --
   did the part the edit leaves alone keep its texture and shading. The worst-matching half, where
-  the edit happened, is ignored, so a bold recolouring costs nothing while a redrawn texture costs
-  a lot (a plain PSNR would reward timid edits).
+  an edit of an object happens, is ignored, so a bold recolouring costs nothing while a redrawn
+  texture costs a lot (a plain PSNR would reward timid edits). Where the edit repaints more than
+  half of the image (a new background) the measure rewards the candidates that repaint less of it:
+  CLIP's term has to outweigh it there, which is why its weight is the smallest.
 
-``rank_by`` names the measures used (``clip+structure+fidelity``, the default, or any combination).
+``rank_by`` names the measures used (``clip+structure+fidelity``, Imagic's default, or any
+combination in that order; SDEdit's default is ``clip+structure``).
 Each is standardised over the candidates (z-score) and they are summed with weights 1,
 ``structure_weight`` and ``fidelity_weight``: scale-free, so the same ranking works with the
 embedded model's small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without
@@ -132,7 +135,8 @@ def fidelity(
 
     An edit changes some of the image (an object's colour, or the background), so a plain PSNR
     mostly measures how big the edit is; the trimmed one ignores the worst-matching half and asks
-    whether the rest still has the input's texture and shading."""
+    whether the rest still has the input's texture and shading. (An edit of more than half the
+    image, a new background, leaves changed pixels in the kept half: there it favours timid edits.)"""
     x = candidates.detach().float().cpu()
     ref = reference[:1].detach().float().cpu()
     if x.shape[-1] > max_size:
@@ -160,11 +164,20 @@ def _z(v: list[float]) -> torch.Tensor:
 
 
 def rank_terms(rank_by: str) -> list[str]:
-    """``"clip+structure"`` -> ``["clip", "structure"]``, validated (see ``RANK_BY``)."""
-    terms = rank_by.split("+")
-    if not terms or any(t not in TERMS for t in terms) or len(set(terms)) != len(terms):
-        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
-    return sorted(terms, key=TERMS.index)
+    """``"clip+structure"`` -> ``["clip", "structure"]``, validated: one of ``RANK_BY`` (the terms
+    in the order clip, structure, fidelity, as config values are checked)."""
+    if rank_by not in RANK_BY:
+        terms = rank_by.split("+")
+        hint = ""
+        if all(t in TERMS for t in terms) and len(set(terms)) == len(terms):
+            hint = f" (write it as {'+'.join(sorted(terms, key=TERMS.index))!r})"
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}{hint}")
+    return rank_by.split("+")
+
+
+def without_clip(rank_by: str) -> str:
+    """What ``rank_by`` ranks by when there is no CLIP score: the other terms ('' if none)."""
+    return "+".join(t for t in rank_terms(rank_by) if t != "clip")
 
 
 def score_candidates(
@@ -210,7 +223,7 @@ def rank_candidates(
     if terms == ["clip"] and not clip_path:
         raise ValueError("rank_by='clip' needs clip_path")
     if "clip" in terms and not clip_path:
-        terms.remove("clip")
+        terms = rank_terms(without_clip(rank_by))
         log.warning(
             "ranking %d candidates without the text score (by %s only): this model has no CLIP "
             "model (set rank_clip to a CLIP folder or hub id to use it too, or candidates=1 to "

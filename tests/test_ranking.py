@@ -83,6 +83,40 @@ def test_without_clip_the_ranking_drops_the_text_term_and_says_so(caplog):
             )
         assert r.rank_by == left and r.text is None and r.order == [1, 0]
         assert "without the text score" in caplog.text and "no CLIP model" in caplog.text
+        assert len(r.fidelity) == 2 and r.fidelity[1] == pytest.approx(100.0)
+    # the moved circle changes under half the pixels: fidelity alone cannot see it (a tie, kept
+    # in drawing order), but it sees a redrawn background texture
+    assert r.fidelity[0] == pytest.approx(100.0)
+    cands = [scene(texture_seed=3), ref]
+    with caplog.at_level(logging.WARNING, logger="imagic_kit.ranking"):
+        r = rank_candidates(
+            cands,
+            pixels(*cands),
+            pixels(ref),
+            "a blue circle",
+            clip_path=None,
+            rank_by="clip+fidelity",
+        )
+    assert r.rank_by == "fidelity" and r.order == [1, 0] and "by fidelity only" in caplog.text
+    with pytest.raises(ValueError, match="needs clip_path"):
+        rank_candidates(cands, pixels(*cands), pixels(ref), "x", clip_path=None, rank_by="clip")
+
+
+def test_no_clip_is_loaded_when_the_ranking_does_not_use_it(tmp_path):
+    """A rank_clip that could not be loaded is not even tried when rank_by leaves out clip."""
+    from imagic_kit.api import _ranking_clip
+    from imagic_kit.registry import make_config
+
+    class NoClip:
+        extras: dict = {}
+
+    bad = str(tmp_path / "no-clip-here")
+    cfg = make_config(
+        "imagic", None, None, candidates=2, rank_by="structure+fidelity", rank_clip=bad
+    )
+    assert _ranking_clip(NoClip(), cfg) is None
+    with pytest.raises(ModelNotAvailableError, match="rank_clip"):
+        _ranking_clip(NoClip(), make_config("imagic", None, None, candidates=2, rank_clip=bad))
 
 
 def test_fidelity_ignores_the_edited_part_and_sees_a_changed_texture():
@@ -121,7 +155,7 @@ def test_score_candidates_sums_weighted_z_scores_of_the_chosen_terms():
     assert score == pytest.approx(want.tolist())
     assert order == sorted(range(3), key=lambda i: -want[i])
     order, score = score_candidates(
-        text, struct, fid, rank_by="fidelity+clip", structure_weight=9, fidelity_weight=2
+        text, struct, fid, rank_by="clip+fidelity", structure_weight=9, fidelity_weight=2
     )
     assert score == pytest.approx((z(text) + 2 * z(fid)).tolist())
     assert score_candidates(None, struct, fid, rank_by="structure")[0] == [0, 2, 1]
@@ -131,6 +165,8 @@ def test_score_candidates_sums_weighted_z_scores_of_the_chosen_terms():
     for bad in ("clip+clip", "edges", ""):
         with pytest.raises(ValueError, match="rank_by must be one of"):
             rank_terms(bad)
+    with pytest.raises(ValueError, match="write it as 'clip\\+fidelity'"):  # as config checks it
+        rank_terms("fidelity+clip")
     assert all("+".join(rank_terms(r)) == r for r in RANK_BY) and len(set(RANK_BY)) == 7
 
 

@@ -247,29 +247,55 @@ img{{width:128px;height:128px;image-rendering:pixelated}}</style></head><body>
     return path
 
 
-def candidates_markdown(cands: list[dict[str, str]]) -> str:
-    """The best-of-N section of summary.md, from ``candidates.csv`` (``--judge-candidates``): per
-    setting, how often the pick succeeds against how often some candidate does (a perfect ranking)."""
+def judged_edits(
+    cands: list[dict[str, str]], rows: list[dict[str, str]] | None = None
+) -> dict[tuple[str, str], dict[str, list[dict[str, str]]]]:
+    """``candidates.csv`` rows grouped: {(label, sweep): {edit_id: candidates in drawing order}}.
+
+    A candidate written twice (a rerun after an interruption) counts once, the last copy; with
+    ``rows`` (results.csv), only the candidates of the edits and recipes there are kept."""
+    done = (
+        None
+        if rows is None
+        else {(r["label"], r["sweep"], r["edit_id"], r["recipe"]) for r in rows}
+    )
+    last: dict[tuple[str, ...], dict[str, str]] = {}
+    for c in cands:
+        key = (c["label"], c["sweep"], c["edit_id"], c["recipe"])
+        if done is None or key in done:
+            last[(*key, c["index"])] = c
     groups: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for c in cands:
+    for c in last.values():
         groups[(c["label"], c["sweep"])][c["edit_id"]].append(c)
+    for edits in groups.values():
+        for cs in edits.values():
+            cs.sort(key=lambda c: int(c["index"]))
+    return groups
+
+
+def candidates_markdown(cands: list[dict[str, str]], rows: list[dict[str, str]]) -> str:
+    """The best-of-N section of summary.md, from ``candidates.csv`` (``--judge-candidates``): per
+    setting, how often the pick succeeds against how often some candidate does (a perfect ranking)."""
+    groups = judged_edits(cands, rows)
     lines = [
         "",
-        "Best of N, every candidate judged by the oracle (`--judge-candidates`, candidates.csv):",
+        "Best of N, every candidate judged by the oracle (`--judge-candidates`, candidates.csv; "
+        "edits: judged / benchmarked):",
         "",
         "| method | setting | edits | pick succeeds | some candidate succeeds | candidates that succeed |",
         "|---|---|---|---|---|---|",
     ]
     for (label, sweep), edits in groups.items():
+        n_rows = sum(r["label"] == label and r["sweep"] == sweep for r in rows)
         picked = [any(_b(c["success"]) and c["rank"] == "0" for c in cs) for cs in edits.values()]
         some = [any(_b(c["success"]) for c in cs) for cs in edits.values()]
         each = [_b(c["success"]) for cs in edits.values() for c in cs]
         setting = "default" if sweep in ("{}", "") else sweep
         lines.append(
-            f"| {label} | {setting} | {len(edits)} | {_pct(_rate(picked))} | {_pct(_rate(some))} | "
-            f"{_pct(_rate(each))} |"
+            f"| {label} | {setting} | {len(edits)} / {n_rows} | {_pct(_rate(picked))} | "
+            f"{_pct(_rate(some))} | {_pct(_rate(each))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -284,7 +310,7 @@ def write_report(
         with (out / "candidates.csv").open(newline="") as f:
             cands = list(csv.DictReader(f))
         if cands:
-            text += candidates_markdown(cands)
+            text += candidates_markdown(cands, rows)
     (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     plots = write_plots(summary, out)

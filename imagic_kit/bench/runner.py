@@ -7,6 +7,7 @@ fit-stage field refits), exactly as ``edit(artifacts=...)`` does for users.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -87,6 +88,9 @@ CANDIDATE_FIELDS = [
     "index",
     "rank",
     *ORACLE_FIELDS,
+    "rank_by",
+    "structure_weight",
+    "fidelity_weight",
     "rank_clip",
     "rank_structure",
     "rank_fidelity",
@@ -288,14 +292,14 @@ def run_benchmark(
             with cand_path.open("x", newline="") as f:
                 csv.DictWriter(f, fieldnames=CANDIDATE_FIELDS).writeheader()
         except FileExistsError:
-            with cand_path.open(newline="") as f:
-                if next(csv.reader(f), None) != CANDIDATE_FIELDS:
+            with cand_path.open(newline="") as f:  # None: a shard started together, header pending
+                if next(csv.reader(f), None) not in (None, CANDIDATE_FIELDS):
                     raise ConfigError(
                         f"{cand_path} was written by another version of imagic-kit (its columns "
                         "differ); write to a new --out folder"
                     ) from None
         cand_file = cand_path.open("a", newline="")
-    with results.open("a", newline="") as f:
+    with results.open("a", newline="") as f, cand_file or contextlib.nullcontext():
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         for e in edits:
             src = source_image(e)
@@ -348,21 +352,21 @@ def run_benchmark(
                     "device": str(backbone.device),
                     "image": str(img_path.relative_to(out)),
                 }
+                if cand_file is not None and r.ranking is not None:
+                    # before the results row: an edit that counts as done has its candidates
+                    _judge_candidates(cand_file, row, r, src, e)
                 writer.writerow(row)
                 f.flush()
-                if cand_file is not None and "ranking" in r.recipe:
-                    _judge_candidates(cand_file, row, r, src, e)
                 bar.update(success=int(m["success"]))
-    if cand_file is not None:
-        cand_file.close()
     bar.close()
     return read_results(results)
 
 
 def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None:
-    """Append one ``candidates.csv`` row per candidate of ``r`` (one whole edit in one write)."""
-    rk = r.recipe["ranking"]
-    rank = {i: pos for pos, i in enumerate(rk["order"])}
+    """Append one ``candidates.csv`` row per candidate of ``r`` (one whole edit in one write), with
+    the ranking's measures unrounded so that scripts/rerank.py reproduces its picks exactly."""
+    rk = r.ranking
+    rank = {i: pos for pos, i in enumerate(rk.order)}
     lines = []
     for i, im in enumerate(r.candidates):
         m = evaluate_edit(src, im, e["target"], e["changes"])
@@ -372,10 +376,13 @@ def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None
                 "index": i,
                 "rank": rank[i],
                 **{k: m[k] for k in ORACLE_FIELDS},
-                "rank_clip": "" if rk["clip"] is None else rk["clip"][i],
-                "rank_structure": rk["structure"][i],
-                "rank_fidelity": rk["fidelity"][i],
-                "rank_score": rk["score"][i],
+                "rank_by": rk.rank_by,  # after the fallback, when there is no CLIP
+                "structure_weight": r.config.structure_weight,
+                "fidelity_weight": r.config.fidelity_weight,
+                "rank_clip": "" if rk.text is None else rk.text[i],
+                "rank_structure": rk.structure[i],
+                "rank_fidelity": rk.fidelity[i],
+                "rank_score": rk.scores[i],
             }
         )
     buf = io.StringIO()

@@ -50,8 +50,9 @@ def rank_by(default: str = "clip+structure"):
 
     return param(
         default,
-        help="how candidates are ranked: the z-scores of the CLIP score to the prompt, the outline "
-        "similarity to the input and the fidelity to the input (trimmed PSNR), summed; any of them",
+        help="how candidates are ranked: the z-scores of the CLIP score to the prompt (weight 1), "
+        "the outline similarity to the input (structure_weight) and the fidelity to the input "
+        "(trimmed PSNR, fidelity_weight), summed; any of them, in that order",
         stage="sample",
         choices=list(RANK_BY),
     )
