@@ -57,17 +57,23 @@ processes sharing the CPU; the README has the tables):
   scenes by ~2.5 dB (x0 weighting, or a cap of 100, measured the same). ``paper`` keeps the eps loss.
 - Guidance 5 (the model card's text-to-image optimum; at 3 red did not appear on a test scene).
 - Best of 16 (``candidates=16``, sample-stage; ``imagic_kit/ranking.py``): 16 samples from the one
-  fit, kept: the best by the CLIP score to the target prompt plus half the similarity of its
-  outlines to the input's (z-scores over the candidates summed, ``structure_weight=0.5``). The
-  toolkit's addition, not the paper's step (``paper`` samples once): which samples of one fit
-  succeed is largely the seed's luck (two full-suite seeds agreed on 17 of 28 successful edits; the
-  public implementations note that the best eta differs per seed). Chosen on the quick suite: 32
-  candidates per edit at eta 0.8 / 1.0 / 1.2 (one fit each), every subset of N drawn 400 times: at
-  eta 1.0 one sample succeeds 61%, the best of 16 by CLIP alone 71%, by outlines alone 69%, by CLIP
-  + 0.5 outlines 79% (+ 1.0: 74%, + 2.0: 72%; an oracle picking any successful one 83%); 4 / 8 / 16
-  candidates 71 / 75 / 79%. Full suite (seed 0): 67% at eta 1.0 (one sample: 52%), 69% at 0.8 (50%);
-  sample time 0.8 s -> 5.5 s for 16 at 50 steps, peak memory 527 -> 555 MB, fit ~42 s on this
-  session's machine (docs/bench/best-of-n-2026-11-28/).
+  fit, kept: the best by the z-scores, over the candidates, of the CLIP score to the target prompt
+  (weight 1), the similarity of its outlines to the input's (``structure_weight=0.5``) and its
+  fidelity to the input, the PSNR of the best-matching half of its pixels
+  (``fidelity_weight=0.25``), summed (``rank_by="clip+structure+fidelity"``). The toolkit's
+  addition, not the paper's step (``paper`` samples once): which samples of one fit succeed is
+  largely the seed's luck (two full-suite seeds agreed on 17 of 28 successful edits; the public
+  implementations note that the best eta differs per seed). The number and the first two terms
+  were chosen on the quick suite (32 candidates per edit at eta 0.8 / 1.0 / 1.2, every subset of N
+  drawn 400 times: at eta 1.0 one sample succeeds 61%, the best of 16 by CLIP alone 71%, by
+  outlines alone 69%, by CLIP + 0.5 outlines 79%, an oracle 83%; 4 / 8 / 16 candidates 71 / 75 /
+  79%; docs/bench/best-of-n-2026-11-28/). The fidelity term was chosen on candidates the oracle
+  judged (``bench --judge-candidates``, ``scripts/rerank.py``; docs/bench/ranking-fidelity-2026-11-29/):
+  full suite, seeds 1-2 on a GPU, picks that succeed 52 of 67 against 47 without it (weights
+  0.5-1.0 / 0.125-0.5 all 51-53); then seed 0 on the CPU, not used for the choice, 38 of 48
+  against 36; an oracle would pick 43. 32 candidates: no gain (the oracle stays at 43). Sample
+  time 0.8 s -> 5.6 s for 16 at 50 steps, peak memory ~520 -> ~550 MB; on an H200 at 512 px
+  8.1 s and 5.9 -> 10.5 GB (docs/bench/sd15-random-h200-2026-11-29/).
 - The fine-tuning weakened in the late sampling steps (``finetune_late_strength`` 0.7 from
   ``finetune_late_start`` 0.3 of the steps on; the toolkit's choice, ``paper`` keeps 1): at full
   strength the LoRA pulls the low-noise steps back to the input's details, colours included, so colour
