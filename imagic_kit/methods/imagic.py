@@ -19,11 +19,11 @@ Legend: ``e_tgt`` = e_tgt, ``e_opt`` = e_opt (paper notation), ``eta`` = eta.
 Presets (``configs/methods/imagic/``): ``paper`` is the SD recipe the paper reports (1000 embedding
 steps at lr 2e-3, 1500 full fine-tune steps at lr 5e-7, batch 1; secondary source), ``balanced`` is the
 default LoRA recipe, ``fast`` trades some success for speed. Quick suite (12 edits, seed 0, eta
-1.0, ddim_eta 0.5; 2026-11-28 sessions 10-11, 2-core CPU, two processes): paper (one sample, late
-strength 1) 0% (target attributes 12/12, but the object moved in 11; fit 87 s), balanced (best of
-16) 83% (fit 46 s, sample 6.0 s), fast (best of 4) 67% (fit 16 s, sample 1.8 s). 12 edits move by
-8 points an edit: on the full suite balanced scores 75%, fast 54% (fit 15 s; 54% also at late
-strength 1, when balanced scored 67%).
+1.0, ddim_eta 0.5, 2-core CPU, two processes): paper (one sample, late strength 1; session 10) 0%
+(target attributes 12/12, but the object moved in 11; fit 87 s), balanced (best of 16; session 12)
+83% (fit 65 s, sample 9.0 s on that session's slower machine), fast (best of 4) 67% (fit 23 s,
+sample 2.8 s). 12 edits move by 8 points an edit: on the full suite balanced scores 79%, fast 54%
+(session 11, the previous ranking).
 
 Defaults, as measured on the shapes world (tiny-shapes, 2-core CPU, one thread per process, two
 processes sharing the CPU; the README has the tables):
@@ -87,8 +87,8 @@ processes sharing the CPU; the README has the tables):
   192 candidates; picks 10-11 / 8-9 of 12 for the schedules tried, 9 / 9 at strength 1). Full suite: 75%
   at the defaults (67% at strength 1), target attributes 100% (88%), background kept 76% (83%)
   (docs/bench/late-strength-2026-11-28/).
-- eta = 1.0 with best of 16 (full suite with the late strength: 75% vs 73% at 0.8, 62% at 1.2, 50% at
-  0.6; quick suite, at strength 1: 79% vs 78% at 0.8 and 66% at 1.2; full suite
+- eta = 1.0 with best of 16 (full suite with the late strength and the three-term ranking: 79% vs
+  75% at 0.8, 71% at 1.2, 48% at 0.6; with the previous ranking 75 / 73 / 62 / 50%; quick suite, at strength 1: 79% vs 78% at 0.8 and 66% at 1.2; full suite
   67 / 69 / 62%). ddim_eta = 0.5 (DDIM with half the DDPM noise at each step), both sample-stage,
   chosen (as eta 0.8 then, one sample per edit) on the quick suite with 4 sample seeds per edit
   (48 samples a setting): success at eta 0.8 / 1.0 / 1.2 with deterministic DDIM 54 / 52 / 48%,
@@ -103,13 +103,16 @@ processes sharing the CPU; the README has the tables):
   circle -> red) is red and in place at eta 0.8 for seeds 0-4 with ddim_eta 0, 0.5 and 1 (at eta
   0.6 with deterministic DDIM: green or nothing for 4 of 5). (With the previous attention + conv
   LoRA, eta 1.0 led the single-seed quick suite: 42/58/58/50% at eta 0.8/1.0/1.2/1.4.)
-Known shortfall (issue #5 open): full-suite success (seed 0) is 75% at the defaults (best of 16 at
-eta 1.0 with the late strength; 75% at fit and sample seed 1 too; 73% at eta 0.8; sdedit 25%,
-ddim 17%), short of the 80% target. The
-12 failures: the object moves or changes size when the background changes (4 edits) or in one shape
-edit, and 7 keep-background edits whose background lands at 23.4-24.8 dB, under the 25 dB bar. At
-strength 1 (session 10): 67%; among 32 candidates per edit 37 of 48 edits had a successful one, the
-other 11 failed in every candidate. With one sample per edit: 54% at eta 1.0, 58% at 0.8 (at strength
+Known shortfall (issue #5 open): full-suite success (seed 0) is 79% (38 of 48) at the defaults
+(best of 16 at eta 1.0 with the late strength and the three-term ranking; 75% at eta 0.8, 71% at
+1.2; sdedit 25%, ddim 17%), one edit short of the 80% target (docs/bench/ranking-fidelity-2026-11-29/).
+The 10 failures: the object moves, changes size or misses the target when the background changes
+to or from black (4 edits), in two-08, shape-05 and shape-09; and 3 keep-background edits whose
+background lands at 23.4-24.8 dB, under the 25 dB bar. Some candidate of the 16 succeeds in 43
+edits: 5 are the ranking's misses, 5 fail in every one of 32 candidates. The previous ranking
+(clip+structure) picked 36 (75%; 75% at fit and sample seed 1 too). At strength 1 (session 10): 67%;
+among 32 candidates per edit 37 of 48 edits had a successful one.
+With one sample per edit: 54% at eta 1.0, 58% at 0.8 (at strength
 1: 52% and 50%); with the previous decoder 52% at eta 0.8
 (seed 1: 42%; eta 1.0: 54%, seed 1: 52%; deterministic DDIM at eta 0.8: 46%; previous LoRA
 targets, attention + convs: 38%; eps loss 23%; sdedit 23%, ddim 17%).
