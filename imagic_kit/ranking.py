@@ -17,14 +17,14 @@ it with three measures that need only what the user gave (the input image and th
   an edit of an object happens, is ignored, so a bold recolouring costs nothing while a redrawn
   texture costs a lot (a plain PSNR would reward timid edits). Where the edit repaints more than
   half of the image (a new background) the measure rewards the candidates that repaint less of it:
-  CLIP's term has to outweigh it there, which is why its weight is the smallest.
+  CLIP's term has to outweigh it there, which is why fidelity has the smallest weight (0.25).
 
 ``rank_by`` names the measures used (``clip+structure+fidelity``, Imagic's default, or any
 combination in that order; SDEdit's default is ``clip+structure``).
 Each is standardised over the candidates (z-score) and they are summed with weights 1,
 ``structure_weight`` and ``fidelity_weight``: scale-free, so the same ranking works with the
 embedded model's small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without
-a CLIP model the text term is dropped (with a warning). This is the toolkit's choice, not a
+a CLIP model the text term is dropped (with a warning); ``rank_by="clip"`` alone is an error. This is the toolkit's choice, not a
 paper's: the terms, weights and the default number of candidates were measured on the shapes world
 (see the Imagic module docstring). ``imagic-kit bench --judge-candidates`` records every
 candidate's measures and the oracle's verdict, and ``scripts/rerank.py`` tries other rankings on
@@ -164,8 +164,9 @@ def _z(v: list[float]) -> torch.Tensor:
 
 
 def rank_terms(rank_by: str) -> list[str]:
-    """``"clip+structure"`` -> ``["clip", "structure"]``, validated: one of ``RANK_BY`` (the terms
-    in the order clip, structure, fidelity, as config values are checked)."""
+    """``"clip+structure"`` -> ``["clip", "structure"]``. ``rank_by`` must be one of ``RANK_BY``:
+    its terms in the order clip, structure, fidelity (the config's check); the right terms in
+    another order get a hint with the right spelling."""
     if rank_by not in RANK_BY:
         terms = rank_by.split("+")
         hint = ""
@@ -225,9 +226,9 @@ def rank_candidates(
     if "clip" in terms and not clip_path:
         terms = rank_terms(without_clip(rank_by))
         log.warning(
-            "ranking %d candidates without the text score (by %s only): this model has no CLIP "
-            "model (set rank_clip to a CLIP folder or hub id to use it too, or candidates=1 to "
-            "sample once)",
+            "ranking %d candidates without the text score (by %s only): this backbone has no "
+            "CLIP model of its own (set rank_clip to a CLIP folder or hub id to use it too, or "
+            "candidates=1 to sample once)",
             len(images),
             " and ".join({"structure": "outlines", "fidelity": "fidelity"}[t] for t in terms),
         )

@@ -20,9 +20,9 @@ Presets (``configs/methods/imagic/``): ``paper`` is the SD recipe the paper repo
 steps at lr 2e-3, 1500 full fine-tune steps at lr 5e-7, batch 1; secondary source), ``balanced`` is the
 default LoRA recipe, ``fast`` trades some success for speed. Quick suite (12 edits, seed 0, eta
 1.0, ddim_eta 0.5, 2-core CPU, two processes): paper (one sample, late strength 1; session 10) 0%
-(target attributes 12/12, but the object moved in 11; fit 87 s), balanced (best of 16; session 12)
+(target attributes 12/12, but the object moved in 11; fit 87 s on session 10's faster machine), balanced (best of 16; session 12)
 83% (fit 65 s, sample 9.0 s on that session's slower machine), fast (best of 4) 67% (fit 23 s,
-sample 2.8 s). 12 edits move by 8 points an edit: on the full suite balanced scores 79%, fast 54%
+sample 2.8 s). On the quick suite one edit is worth 8 points: on the full suite balanced scores 79%, fast 54%
 (session 11, the previous ranking).
 
 Defaults, as measured on the shapes world (tiny-shapes, 2-core CPU, one thread per process, two
@@ -44,8 +44,8 @@ processes sharing the CPU; the README has the tables):
   edits, 2 of 4 samples against 0 of 4 with 400, but cost ~90 s more).
 - 600 LoRA steps at lr 2e-3 with cosine decay, batch 4: a constant 2e-3 sometimes wrecked the
   reconstruction (one scene came back as a grey circle 30 px away, 10 dB), the cosine decay kept it
-  (eta 0: in place, 19.5 dB). Fit ~93 s (median, full suite, quiet machine), sample ~1.9 s (50
-  steps), peak ~480 MB. 1000 steps: on 14 full-suite edits the same success as 600 (with the
+  (eta 0: in place, 19.5 dB). (Then, on the earliest machine: fit ~93 s median, one sample ~1.9 s,
+  peak ~480 MB; current timings in the README.) 1000 steps: on 14 full-suite edits the same success as 600 (with the
   previous targets).
 - The fitting loss is weighted like a v-prediction loss (``loss_weighting="v"``: 1/abar_t times the
   standard eps loss, capped at 20), in both stages. The paper uses the plain eps loss; on the shapes
@@ -57,10 +57,10 @@ processes sharing the CPU; the README has the tables):
   scenes by ~2.5 dB (x0 weighting, or a cap of 100, measured the same). ``paper`` keeps the eps loss.
 - Guidance 5 (the model card's text-to-image optimum; at 3 red did not appear on a test scene).
 - Best of 16 (``candidates=16``, sample-stage; ``imagic_kit/ranking.py``): 16 samples from the one
-  fit, kept: the best by the z-scores, over the candidates, of the CLIP score to the target prompt
-  (weight 1), the similarity of its outlines to the input's (``structure_weight=0.5``) and its
-  fidelity to the input, the PSNR of the best-matching half of its pixels
-  (``fidelity_weight=0.25``), summed (``rank_by="clip+structure+fidelity"``). The toolkit's
+  fit; the one kept has the highest sum of z-scores (over the 16) of its CLIP score to the target
+  prompt (weight 1), its outline similarity to the input (``structure_weight=0.5``) and its
+  fidelity to the input, the PSNR over the best-matching half of its pixels
+  (``fidelity_weight=0.25``) (``rank_by="clip+structure+fidelity"``). The toolkit's
   addition, not the paper's step (``paper`` samples once): which samples of one fit succeed is
   largely the seed's luck (two full-suite seeds agreed on 17 of 28 successful edits; the public
   implementations note that the best eta differs per seed). The number and the first two terms
@@ -71,8 +71,9 @@ processes sharing the CPU; the README has the tables):
   judged (``bench --judge-candidates``, ``scripts/rerank.py``; docs/bench/ranking-fidelity-2026-11-29/):
   full suite, seeds 1-2 on a GPU, picks that succeed 52 of 67 against 47 without it (weights
   0.5-1.0 / 0.125-0.5 all 51-53); then seed 0 on the CPU, not used for the choice, 38 of 48
-  against 36; an oracle would pick 43. 32 candidates: no gain (the oracle stays at 43). Sample
-  time 0.8 s -> 5.6 s for 16 at 50 steps, peak memory ~520 -> ~550 MB; on an H200 at 512 px
+  against 36; an oracle picking among the same 16 would reach 43. 32 candidates: no gain (the
+  oracle stays at 43). Sample time 0.86 s -> 5.65 s for 16 at 50 steps on session 11's machine
+  (9.2 s on session 12's slower one), peak memory ~520 -> ~545 MB; on an H200 at 512 px 2.5 s ->
   8.1 s and 5.9 -> 10.5 GB (docs/bench/sd15-random-h200-2026-11-29/).
 - The fine-tuning weakened in the late sampling steps (``finetune_late_strength`` 0.7 from
   ``finetune_late_start`` 0.3 of the steps on; the toolkit's choice, ``paper`` keeps 1): at full
@@ -84,12 +85,13 @@ processes sharing the CPU; the README has the tables):
   8 others) successful candidates 112 -> 142 of 304, successful picks 7 -> 11; switching the LoRA off
   for the last half fixed the colour (13/16) but dropped keep-background edits under the 25 dB bar
   (colour-00 16 -> 1 of 16); 0.5 from half way: 142 / 11 but fewer on the quick suite (98 vs 117 of
-  192 candidates; picks 10-11 / 8-9 of 12 for the schedules tried, 9 / 9 at strength 1). Full suite: 75%
-  at the defaults (67% at strength 1), target attributes 100% (88%), background kept 76% (83%)
-  (docs/bench/late-strength-2026-11-28/).
-- eta = 1.0 with best of 16 (full suite with the late strength and the three-term ranking: 79% vs
-  75% at 0.8, 71% at 1.2, 48% at 0.6; with the previous ranking 75 / 73 / 62 / 50%; quick suite, at strength 1: 79% vs 78% at 0.8 and 66% at 1.2; full suite
-  67 / 69 / 62%). ddim_eta = 0.5 (DDIM with half the DDPM noise at each step), both sample-stage,
+  192 candidates; picks 10-11 / 8-9 of 12 for the schedules tried, 9 / 9 at strength 1). Full
+  suite, with the ranking of the time (clip+structure): 75% (67% at strength 1), target attributes
+  100% (88%), background kept 76% (83%) (docs/bench/late-strength-2026-11-28/); with the current
+  three-term ranking 79%.
+- eta = 1.0 with best of 16 (full suite, late strength 0.7: 79% at eta 1.0, 75% at 0.8, 71% at
+  1.2, 48% at 0.6; the previous ranking 75 / 73 / 62 / 50%. At late strength 1: full suite 67 / 69
+  / 62% at 1.0 / 0.8 / 1.2, quick suite 79 / 78 / 66%). ddim_eta = 0.5 (DDIM with half the DDPM noise at each step), both sample-stage,
   chosen (as eta 0.8 then, one sample per edit) on the quick suite with 4 sample seeds per edit
   (48 samples a setting): success at eta 0.8 / 1.0 / 1.2 with deterministic DDIM 54 / 52 / 48%,
   ddim_eta 0.5 62 / 58 / 54%, ddim_eta 1.0 60 / 62 / 60% (0.5 at 0.8 ties 1.0 at 1.0 and keeps the
@@ -106,10 +108,11 @@ processes sharing the CPU; the README has the tables):
 Known shortfall (issue #5 open): full-suite success (seed 0) is 79% (38 of 48) at the defaults
 (best of 16 at eta 1.0 with the late strength and the three-term ranking; 75% at eta 0.8, 71% at
 1.2; sdedit 25%, ddim 17%), one edit short of the 80% target (docs/bench/ranking-fidelity-2026-11-29/).
-The 10 failures: the object moves, changes size or misses the target when the background changes
-to or from black (4 edits), in two-08, shape-05 and shape-09; and 3 keep-background edits whose
-background lands at 23.4-24.8 dB, under the 25 dB bar. Some candidate of the 16 succeeds in 43
-edits: 5 are the ranking's misses, 5 fail in every one of 32 candidates. The previous ranking
+The 10 failures: 4 edits whose background changes to or from black (the object moves or the
+target is missed: background-01, -02, -04, two-01), two-08 (moved), shape-05 and shape-09 (size),
+and 3 keep-background edits whose background lands at 23.4-24.8 dB, under the 25 dB bar. Some
+candidate of the 16 succeeds in 43 edits, so 5 of the failures are the ranking's misses; the other
+5 fail in every one of 32 candidates. The previous ranking
 (clip+structure) picked 36 (75%; 75% at fit and sample seed 1 too). At strength 1 (session 10): 67%;
 among 32 candidates per edit 37 of 48 edits had a successful one.
 With one sample per edit: 54% at eta 1.0, 58% at 0.8 (at strength
@@ -128,7 +131,8 @@ top-resolution convs only, rank 4, 300 LoRA steps, 1000 embedding steps at 2e-3,
 lr 1e-5 / 3e-5 / 1e-4, a two-level eta schedule, e_opt as guidance's negative embedding, batch 8;
 in session 8: guidance 1-3, LoRA rank 1 / 2, the LoRA's latent channel means tied to the base model,
 the eps loss for the embedding stage, the embedding lr 2e-3 on the full suite.
-Why (docs/bench/imagic-2026-11-28/why-edits-fail.md): the best of the six eta x ddim_eta settings,
+Why single samples failed (session 8, one sample per edit;
+docs/bench/imagic-2026-11-28/why-edits-fail.md): the best of the six eta x ddim_eta settings,
 chosen per edit, would reach only 71%; background edits that involve a black background succeed
 2 of 13 times (others 6 of 6): the LoRA keeps the input's texture and context, and on a black ground
 the model draws them as fragments of the object; and the linear interpolation passes through the
