@@ -112,8 +112,9 @@ The 10 failures: 4 edits whose background changes to or from black (the object m
 target is missed: background-01, -02, -04, two-01), two-08 (moved), shape-05 and shape-09 (size),
 and 3 keep-background edits whose background lands at 23.4-24.8 dB, under the 25 dB bar. Some
 candidate of the 16 succeeds in 43 edits, so 5 of the failures are the ranking's misses; the other
-5 fail in every one of 32 candidates. The previous ranking
-(clip+structure) picked 36 (75%; 75% at fit and sample seed 1 too). At strength 1 (session 10): 67%;
+5 fail in every one of 32 candidates. At fit and sample seed
+1 the defaults score 81% (39 of 48; the two seeds together 80%). The previous ranking
+(clip+structure) picked 36 (75%) at both seeds. At strength 1 (session 10): 67%;
 among 32 candidates per edit 37 of 48 edits had a successful one.
 With one sample per edit: 54% at eta 1.0, 58% at 0.8 (at strength
 1: 52% and 50%); with the previous decoder 52% at eta 0.8
