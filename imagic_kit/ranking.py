@@ -24,9 +24,9 @@ combination in that order; SDEdit's default is ``clip+structure``).
 Each is standardised over the candidates (z-score) and they are summed with weights 1,
 ``structure_weight`` and ``fidelity_weight``: scale-free, so the same ranking works with the
 embedded model's small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without
-a CLIP model the text term is dropped (with a warning); ``rank_by="clip"`` alone is an error. This is the toolkit's choice, not a
-paper's: the terms, weights and the default number of candidates were measured on the shapes world
-(see the Imagic module docstring). ``imagic-kit bench --judge-candidates`` records every
+a CLIP model the text term is dropped (with a warning); ``rank_by="clip"`` alone is an error. This
+is the toolkit's choice, not a paper's: the terms, weights and the default number of candidates
+were measured on the shapes world (see the Imagic module docstring). ``imagic-kit bench --judge-candidates`` records every
 candidate's measures and the oracle's verdict, and ``scripts/rerank.py`` tries other rankings on
 them offline.
 
@@ -91,13 +91,19 @@ def _gauss1d(sigma: float) -> torch.Tensor:
     return w / w.sum()
 
 
+def _at_most(pixels: torch.Tensor, max_size: int) -> torch.Tensor:
+    """A float32 CPU copy of (N, C, H, W) ``pixels``, area-downsampled to ``max_size`` if larger:
+    the measures below work on <= 128 px whatever the model's resolution."""
+    x = pixels.detach().float().cpu()
+    if x.shape[-1] > max_size:
+        x = torch.nn.functional.interpolate(x, size=(max_size, max_size), mode="area")
+    return x
+
+
 def edge_map(pixels: torch.Tensor, max_size: int = 128) -> torch.Tensor:
     """(N, 3, H, W) images in [-1, 1] -> (N, h, w) blurred edge maps, h = w <= ``max_size``."""
-    x = pixels.detach().float().cpu()
+    x = _at_most(pixels, max_size)
     size = x.shape[-1]
-    if size > max_size:
-        x = torch.nn.functional.interpolate(x, size=(max_size, max_size), mode="area")
-        size = max_size
     n, c = x.shape[:2]
     x = x.reshape(n * c, 1, *x.shape[-2:])
     k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
@@ -137,11 +143,7 @@ def fidelity(
     mostly measures how big the edit is; the trimmed one ignores the worst-matching half and asks
     whether the rest still has the input's texture and shading. (An edit of more than half the
     image, a new background, leaves changed pixels in the kept half: there it favours timid edits.)"""
-    x = candidates.detach().float().cpu()
-    ref = reference[:1].detach().float().cpu()
-    if x.shape[-1] > max_size:
-        x = torch.nn.functional.interpolate(x, size=(max_size, max_size), mode="area")
-        ref = torch.nn.functional.interpolate(ref, size=(max_size, max_size), mode="area")
+    x, ref = _at_most(candidates, max_size), _at_most(reference[:1], max_size)
     err = (((x - ref) / 2) ** 2).mean(1).flatten(1)  # per pixel, in [0, 1] units
     k = max(1, math.ceil(keep * err.shape[1]))
     mse = err.sort(1).values[:, :k].mean(1).clamp_min(1e-10)
