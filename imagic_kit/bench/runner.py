@@ -190,6 +190,27 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _start_csv(path: Path, fields: list[str]) -> None:
+    """Create ``path`` with its header row, or check that an existing one has these columns.
+
+    The create is exclusive: of several shards starting together, one writes the header (the
+    others may find the file still empty, which is fine)."""
+    try:
+        with path.open("x", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writeheader()
+    except FileExistsError:
+        with path.open(newline="") as f:
+            if next(csv.reader(f), None) not in (None, fields):
+                raise _other_version(path) from None
+
+
+def _other_version(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path} was written by another version of imagic-kit (its columns differ); "
+        "write to a new --out folder"
+    )
+
+
 def _resumable(results: Path) -> list[dict[str, str]]:
     """The rows of an existing ``results.csv`` (read once), refused when its columns are not this
     version's (an older file has no ``recipe`` to check a resume against)."""
@@ -198,10 +219,7 @@ def _resumable(results: Path) -> list[dict[str, str]]:
     with results.open(newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is not None and reader.fieldnames != FIELDS:
-            raise ConfigError(
-                f"{results} was written by another version of imagic-kit (its columns differ); "
-                "write to a new --out folder"
-            )
+            raise _other_version(results)
         return list(reader)
 
 
@@ -280,25 +298,11 @@ def run_benchmark(
         )
     total = len(plans) * len(edits)
     bar = ProgressOptions(enabled=progress)(total, "bench")
-    try:  # exclusive create: of several shards starting together, one writes the header
-        with results.open("x", newline="") as f:
-            csv.DictWriter(f, fieldnames=FIELDS).writeheader()
-    except FileExistsError:
-        pass
-    cand_file = None
-    if judge_candidates:
-        cand_path = out / "candidates.csv"
-        try:
-            with cand_path.open("x", newline="") as f:
-                csv.DictWriter(f, fieldnames=CANDIDATE_FIELDS).writeheader()
-        except FileExistsError:
-            with cand_path.open(newline="") as f:  # None: a shard started together, header pending
-                if next(csv.reader(f), None) not in (None, CANDIDATE_FIELDS):
-                    raise ConfigError(
-                        f"{cand_path} was written by another version of imagic-kit (its columns "
-                        "differ); write to a new --out folder"
-                    ) from None
-        cand_file = cand_path.open("a", newline="")
+    cand_path = out / "candidates.csv"
+    if judge_candidates:  # checked first: a refused folder gets nothing written
+        _start_csv(cand_path, CANDIDATE_FIELDS)
+    _start_csv(results, FIELDS)
+    cand_file = cand_path.open("a", newline="") if judge_candidates else None
     with results.open("a", newline="") as f, cand_file or contextlib.nullcontext():
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         for e in edits:
