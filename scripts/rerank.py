@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imagic_kit.bench.report import judged_edits  # noqa: E402
+from imagic_kit.bench.runner import read_results  # noqa: E402
 from imagic_kit.ranking import rank_terms, score_candidates, without_clip  # noqa: E402
 
 Edits = dict[str, list[dict[str, str]]]
@@ -45,8 +46,7 @@ def load(path: Path, first: int | None = None, by_kind: bool = False) -> dict[st
     results = csv_path.with_name("results.csv")
     rows = None
     if csv_path.name == "candidates.csv" and results.is_file():  # only edits counted as done
-        with results.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_results(results)
     columns: dict[str, Edits] = {}
     for (label, sweep), edits in judged_edits(cands, rows).items():
         name = str(path) + ("" if sweep in ("{}", "") else f" {sweep}") + f" [{label}]"
