@@ -42,7 +42,11 @@ def load(path: Path, first: int | None = None, by_kind: bool = False) -> dict[st
     if not csv_path.is_file():
         sys.exit(f"{csv_path}: not found; run `imagic-kit bench ... --judge-candidates` first")
     with csv_path.open(newline="") as f:
-        cands = [c for c in csv.DictReader(f) if first is None or int(c["index"]) < first]
+        reader = csv.DictReader(f)
+        missing = {"index", "rank", "success", "rank_clip"} - set(reader.fieldnames or [])
+        if missing:
+            sys.exit(f"{csv_path}: not a candidates.csv of `imagic-kit bench --judge-candidates`")
+        cands = [c for c in reader if first is None or int(c["index"]) < first]
     results = csv_path.with_name("results.csv")
     rows = None
     if csv_path.name == "candidates.csv" and results.is_file():  # only edits counted as done
