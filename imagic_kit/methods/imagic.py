@@ -91,8 +91,8 @@ processes sharing the CPU; the README has the tables):
   three-term ranking 79%.
 - eta = 1.0 with best of 16 (full suite, late strength 0.7: 79% at eta 1.0, 75% at 0.8, 71% at
   1.2, 48% at 0.6; the previous ranking 75 / 73 / 62 / 50%. At late strength 1: full suite 67 / 69
-  / 62% at 1.0 / 0.8 / 1.2, quick suite 79 / 78 / 66%). ddim_eta = 0.5 (DDIM with half the DDPM noise at each step), both sample-stage,
-  chosen (as eta 0.8 then, one sample per edit) on the quick suite with 4 sample seeds per edit
+  / 62% at 1.0 / 0.8 / 1.2, quick suite 79 / 78 / 66%). ddim_eta = 0.5 (DDIM with half the DDPM
+  noise at each step), both sample-stage, chosen (as eta 0.8 then, one sample per edit) on the quick suite with 4 sample seeds per edit
   (48 samples a setting): success at eta 0.8 / 1.0 / 1.2 with deterministic DDIM 54 / 52 / 48%,
   ddim_eta 0.5 62 / 58 / 54%, ddim_eta 1.0 60 / 62 / 60% (0.5 at 0.8 ties 1.0 at 1.0 and keeps the
   position more often, 40 vs 36 of 48).
