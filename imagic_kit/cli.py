@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge-candidates",
         action="store_true",
         help="best-of-N settings: let the oracle judge every candidate too (candidates.csv; the "
-        "report adds how often some candidate succeeds)",
+        "report adds how often some candidate succeeds) and keep every candidate's image "
+        "(images/<method>/<setting>/candidates/<edit>.png, side by side in drawing order)",
     )
     b.add_argument("--device")
     b.add_argument("--dtype")

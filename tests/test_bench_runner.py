@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from imagic_kit.bench.report import write_report
-from imagic_kit.bench.runner import parse_methods, parse_sweep, read_results, run_benchmark
+from imagic_kit.bench.runner import (
+    load_strip,
+    parse_methods,
+    parse_sweep,
+    read_results,
+    run_benchmark,
+)
 from imagic_kit.bench.suites import make_suite
 from imagic_kit.cli import main
 from imagic_kit.errors import ConfigError
@@ -172,6 +180,12 @@ def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, c
         )
         assert [int(mine[i]["rank"]) for i in order] == [0, 1, 2]
         assert score == [float(c["rank_score"]) for c in mine]
+        # every candidate's image, lossless, in drawing order: the pick is the saved output
+        strip = tmp_path / Path(r["image"]).parent / "candidates" / Path(r["image"]).name
+        ims = load_strip(strip, 3)
+        assert [im.size for im in ims] == [(64, 64)] * 3
+        best = ims[order[0]]
+        assert np.array_equal(np.asarray(best), np.asarray(Image.open(tmp_path / r["image"])))
     text = write_report(rows, suite, tmp_path, "test")["summary"].read_text()
     rate = f"{100 * sum(r['success'] == 'True' for r in rows) / 2:.0f}%"
     assert f"| sdedit | default | 2 / 2 | {rate} |" in text  # the best-of-N section's pick rate

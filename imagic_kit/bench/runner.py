@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from ..api import edit
 from ..artifacts import Fit
@@ -246,7 +247,9 @@ def run_benchmark(
 
     ``judge_candidates``: for best-of-N settings (``candidates`` > 1) the oracle also judges every
     candidate, written to ``candidates.csv`` with the ranking's features: how often some candidate
-    succeeds (what a perfect ranking would reach) and material to try other rankings on."""
+    succeeds (what a perfect ranking would reach) and material to try other rankings on; every
+    candidate's image is kept too (``images/<label>/<setting>/candidates/<edit>.png``, a lossless
+    strip in drawing order; ``load_strip`` splits it), for measures candidates.csv does not hold."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -358,12 +361,31 @@ def run_benchmark(
                 }
                 if cand_file is not None and r.ranking is not None:
                     # before the results row: an edit that counts as done has its candidates
+                    _save_strip(r.candidates, img_path.parent / "candidates" / img_path.name)
                     _judge_candidates(cand_file, row, r, src, e)
                 writer.writerow(row)
                 f.flush()
                 bar.update(success=int(m["success"]))
     bar.close()
     return read_results(results)
+
+
+def _save_strip(images: list, path: Path) -> None:
+    """The candidates of one edit side by side in drawing order, lossless (one PNG per edit):
+    material for trying measures that candidates.csv does not hold (``load_strip`` splits it)."""
+    w, h = images[0].size
+    strip = Image.new("RGB", (w * len(images), h))
+    for i, im in enumerate(images):
+        strip.paste(im.convert("RGB"), (i * w, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
+
+
+def load_strip(path: str | Path, n: int) -> list:
+    """The ``n`` candidate images of a strip written by a ``--judge-candidates`` run."""
+    strip = Image.open(path).convert("RGB")
+    w = strip.width // n
+    return [strip.crop((i * w, 0, (i + 1) * w, strip.height)) for i in range(n)]
 
 
 def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None:
