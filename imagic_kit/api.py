@@ -26,6 +26,7 @@ from .errors import ConfigError, ModelNotAvailableError, OutOfMemoryError
 from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
 from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
+from .restore import restore_unedited
 
 MAX_SEED = 2**63 - 1
 _TorchOOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -220,6 +221,8 @@ def edit(
             fit.save(save_artifacts)
         t0 = time.perf_counter()
         pixels = _sample_pixels(spec, backbone, fit, inputs, cfg, seed, prog)
+        if getattr(cfg, "restore_unedited", 0) > 0:  # before ranking: rank what is returned
+            pixels = restore_unedited(pixels, inputs.pixels[:1], cfg.restore_unedited)[0]
         timings["sample_s"] = time.perf_counter() - t0
         ranking = None
         if getattr(cfg, "candidates", 1) > 1:

@@ -129,6 +129,19 @@ def fit_to_square(img: Image.Image, size: int, mode: str = "crop") -> Image.Imag
     return ImageOps.pad(img, (size, size), Image.Resampling.LANCZOS, color=(255, 255, 255))
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) ``x`` blurred channel by channel with a separable Gaussian of ``sigma`` px
+    (edges replicated)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    w = torch.exp(-(t**2) / (2 * sigma**2))
+    w = (w / w.sum()).repeat(x.shape[1], 1, 1, 1)  # (C, 1, 1, k)
+    x = torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate")
+    x = torch.nn.functional.conv2d(x, w, groups=w.shape[0])
+    x = torch.nn.functional.pad(x, (0, 0, radius, radius), mode="replicate")
+    return torch.nn.functional.conv2d(x, w.transpose(2, 3), groups=w.shape[0])
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL -> float tensor [1, 3, H, W] in [-1, 1]."""
     a = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0

@@ -46,6 +46,8 @@ from functools import lru_cache
 import torch
 from PIL import Image
 
+from .imaging import gaussian_blur
+
 log = logging.getLogger(__name__)
 
 TERMS = ("clip", "structure", "fidelity")
@@ -84,13 +86,6 @@ class Ranking:
         }
 
 
-def _gauss1d(sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    w = torch.exp(-(x**2) / (2 * sigma**2))
-    return w / w.sum()
-
-
 def _at_most(pixels: torch.Tensor, max_size: int) -> torch.Tensor:
     """A float32 CPU copy of (N, C, H, W) ``pixels``, area-downsampled to ``max_size`` if larger:
     the measures below work on <= 128 px whatever the model's resolution."""
@@ -111,15 +106,8 @@ def edge_map(pixels: torch.Tensor, max_size: int = 128) -> torch.Tensor:
     gx = torch.nn.functional.conv2d(padded, k[None, None])
     gy = torch.nn.functional.conv2d(padded, k.T[None, None])
     g = torch.hypot(gx, gy).reshape(n, c, *x.shape[-2:]).amax(1, keepdim=True)
-    w = _gauss1d(1.5 * size / 64)  # 1.5 px at 64 px, the same blur in image fractions elsewhere
-    r = (len(w) - 1) // 2
-    g = torch.nn.functional.conv2d(
-        torch.nn.functional.pad(g, (r, r, 0, 0), mode="replicate"), w.view(1, 1, 1, -1)
-    )
-    g = torch.nn.functional.conv2d(
-        torch.nn.functional.pad(g, (0, 0, r, r), mode="replicate"), w.view(1, 1, -1, 1)
-    )
-    return g[:, 0]
+    # 1.5 px at 64 px, the same blur in image fractions elsewhere
+    return gaussian_blur(g, 1.5 * size / 64)[:, 0]
 
 
 def structure_similarity(candidates: torch.Tensor, reference: torch.Tensor) -> list[float]:

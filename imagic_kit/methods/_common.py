@@ -86,3 +86,16 @@ def rank_clip(default: str = ""):
         "(the embedded model ships one)",
         stage="sample",
     )
+
+
+def restore_unedited(default: float = 0.0):
+    return param(
+        default,
+        help="copy the pixels the edit left alone back from the input (imagic_kit/restore.py): the "
+        "difference (RMS, fraction of the full range, blurred) from which a pixel counts as "
+        "edited; under half of it the input's pixel is kept. 0 = off, every pixel generated (use "
+        "0 for global edits such as lighting or style)",
+        stage="sample",
+        min=0.0,
+        max=1.0,
+    )

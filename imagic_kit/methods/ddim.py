@@ -16,7 +16,7 @@ from ..artifacts import Fit
 from ..config import param
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_invert, ddim_sample
-from ._common import guidance_scale, num_inference_steps
+from ._common import guidance_scale, num_inference_steps, restore_unedited
 
 
 @dataclass
@@ -39,6 +39,7 @@ class DDIMConfig:
         max=1.0,
     )
     guidance_scale: float = guidance_scale(7.5)
+    restore_unedited: float = restore_unedited()
 
 
 def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:

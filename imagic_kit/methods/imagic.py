@@ -171,6 +171,7 @@ from ._common import (
     num_inference_steps,
     rank_by,
     rank_clip,
+    restore_unedited,
     structure_weight,
 )
 
@@ -262,6 +263,7 @@ class ImagicConfig:
     structure_weight: float = structure_weight(0.5)
     fidelity_weight: float = fidelity_weight(0.25)
     rank_clip: str = rank_clip("")
+    restore_unedited: float = restore_unedited(0.12)
 
 
 def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:

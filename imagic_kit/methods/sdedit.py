@@ -26,6 +26,7 @@ from ._common import (
     num_inference_steps,
     rank_by,
     rank_clip,
+    restore_unedited,
     structure_weight,
 )
 
@@ -50,6 +51,7 @@ class SDEditConfig:
     structure_weight: float = structure_weight()
     fidelity_weight: float = fidelity_weight()
     rank_clip: str = rank_clip()
+    restore_unedited: float = restore_unedited()
 
 
 def fit(backbone, inputs, config: SDEditConfig, generator, progress) -> Fit:

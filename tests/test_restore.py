@@ -1,0 +1,83 @@
+"""Restoring the unedited region from the input (imagic_kit/restore.py) and its use by ``edit``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagic_kit import edit
+from imagic_kit.imaging import pil_to_tensor
+from imagic_kit.restore import edited_mask, restore_unedited
+from imagic_kit.shapes import Scene, render
+
+
+def scene(**kw):
+    base = dict(
+        shape="circle", colour="blue", background="gray", x0=12, y0=20, side=26, texture_seed=7
+    )
+    return pil_to_tensor(render(Scene(**{**base, **kw}))[0])
+
+
+def test_a_recoloured_object_is_kept_and_the_drifted_rest_is_the_input_again():
+    src = scene()
+    edited = scene(colour="red")  # the edit: the object's colour
+    inside = (edited - src).abs().amax(1)[0] > 0.5
+    drift = 0.06 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out, mask = restore_unedited((edited + drift).clamp(-1, 1), src, 0.12)
+    assert out.shape == src.shape and mask.shape == (1, 1, 64, 64)
+    # the object: the edit's pixels, drift included (nothing of the edit is undone)
+    assert torch.allclose(
+        out[0][:, inside], (edited + drift).clamp(-1, 1)[0][:, inside], atol=1e-3
+    )
+    # away from the object (more than its grown, feathered rim): exactly the input
+    near = torch.nn.functional.max_pool2d(inside[None, None].float(), 15, 1, 7)[0, 0] > 0
+    assert mask[0, 0][~near].max() == 0
+    assert torch.equal(out[0][:, ~near], src[0][:, ~near])
+    # without the restore the background had drifted
+    assert (edited + drift)[0][:, ~near].sub(src[0][:, ~near]).abs().mean() > 0.03
+
+
+def test_a_global_change_is_left_as_generated():
+    src = scene()
+    new_background = scene(background="black", colour="blue")
+    mask = edited_mask(new_background, src, 0.12)
+    out, _ = restore_unedited(new_background, src, 0.12)
+    # the new background counts as edited everywhere; only the unchanged object may come back
+    background = (new_background - src).abs().amax(1)[0] > 0.5
+    assert mask[0, 0][background].min() > 0.999
+    assert torch.allclose(out[0][:, background], new_background[0][:, background], atol=1e-3)
+
+
+def test_the_mask_scales_with_the_image_and_bad_arguments_are_refused():
+    src = scene()
+    edited = scene(colour="red")
+    small = edited_mask(edited, src, 0.12)
+    big = edited_mask(
+        torch.nn.functional.interpolate(edited, scale_factor=4, mode="nearest"),
+        torch.nn.functional.interpolate(src, scale_factor=4, mode="nearest"),
+        0.12,
+    )
+    # the same fraction of the image counts as edited at 64 and 256 px
+    assert abs(float(small.mean()) - float(big.mean())) < 0.02
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        edited_mask(edited, src, 0.0)
+    with pytest.raises(ValueError, match="same size"):
+        edited_mask(edited, src[..., :32, :32], 0.12)
+
+
+def test_edit_restores_the_unedited_region_and_records_it(tiny):
+    img = render(Scene("square", "green", "white", x0=10, y0=14, side=30, texture_seed=3))[0]
+    kw = dict(method="sdedit", seed=0, strength=0.1, num_inference_steps=4, progress=False)
+    plain = edit(tiny, img, "a red square on a white background", **kw)
+    kept = edit(tiny, img, "a red square on a white background", restore_unedited=1.0, **kw)
+    assert plain.recipe["config"]["restore_unedited"] == 0.0
+    assert kept.recipe["config"]["restore_unedited"] == 1.0
+    src = np.asarray(img.convert("RGB").resize(kept.image.size), dtype=np.int16)
+    a = np.abs(np.asarray(plain.image, dtype=np.int16) - src)
+    b = np.abs(np.asarray(kept.image, dtype=np.int16) - src)
+    # where the generated pixels barely differ from the input, the input's own come back
+    assert b.mean() < a.mean()
+    assert (b == 0).mean() > (a == 0).mean()
+    assert isinstance(kept.image, Image.Image)
