@@ -220,15 +220,20 @@ def edit(
         if save_artifacts is not None:
             fit.save(save_artifacts)
         t0 = time.perf_counter()
-        pixels = _sample_pixels(spec, backbone, fit, inputs, cfg, seed, prog)
-        if getattr(cfg, "restore_unedited", 0) > 0:  # before ranking: rank what is returned
-            pixels = restore_unedited(pixels, inputs.pixels[:1], cfg.restore_unedited)[0]
+        generated = _sample_pixels(spec, backbone, fit, inputs, cfg, seed, prog)
+        pixels = generated
+        if getattr(cfg, "restore_unedited", 0) > 0:
+            pixels = restore_unedited(generated, inputs.pixels[:1], cfg.restore_unedited)[0]
         timings["sample_s"] = time.perf_counter() - t0
         ranking = None
         if getattr(cfg, "candidates", 1) > 1:
+            # ranked as generated: restored, most candidates would tie on the fidelity term (their
+            # kept half copied from the input); every candidate is returned restored
             t0 = time.perf_counter()
-            pixels, ranking, candidates = _best_of(inputs, cfg, pixels, rank_clip)
+            ranking = _best_of(inputs, cfg, generated, rank_clip)
             timings["rank_s"] = time.perf_counter() - t0
+            candidates = tensor_to_pil(pixels)
+            pixels = pixels[ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]]
     except (_TorchOOM, MemoryError) as e:
         raise _oom(e, backbone) from None
     out = tensor_to_pil(pixels)
@@ -307,12 +312,12 @@ def _ranking_clip(backbone, cfg) -> str | None:
 
 
 def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, clip_path: str | None):
-    """Rank the candidates (ranking.py) and keep the best ``num_images_per_prompt``."""
+    """The ranking of the candidates ``pixels`` (ranking.py); the caller keeps the best
+    ``num_images_per_prompt``."""
     from .ranking import rank_candidates
 
-    images = tensor_to_pil(pixels)
-    ranking = rank_candidates(
-        images,
+    return rank_candidates(
+        tensor_to_pil(pixels),
         pixels,
         inputs.pixels[:1],
         inputs.prompt,
@@ -321,8 +326,6 @@ def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, clip_path: str | Non
         structure_weight=cfg.structure_weight,
         fidelity_weight=cfg.fidelity_weight,
     )
-    keep = ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]
-    return pixels[keep], ranking, images
 
 
 def edit_sweep(

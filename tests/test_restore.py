@@ -28,9 +28,7 @@ def test_a_recoloured_object_is_kept_and_the_drifted_rest_is_the_input_again():
     out, mask = restore_unedited((edited + drift).clamp(-1, 1), src, 0.12)
     assert out.shape == src.shape and mask.shape == (1, 1, 64, 64)
     # the object: the edit's pixels, drift included (nothing of the edit is undone)
-    assert torch.allclose(
-        out[0][:, inside], (edited + drift).clamp(-1, 1)[0][:, inside], atol=1e-3
-    )
+    assert torch.allclose(out[0][:, inside], (edited + drift).clamp(-1, 1)[0][:, inside], atol=1e-3)
     # away from the object (more than its grown, feathered rim): exactly the input
     near = torch.nn.functional.max_pool2d(inside[None, None].float(), 15, 1, 7)[0, 0] > 0
     assert mask[0, 0][~near].max() == 0
@@ -81,3 +79,26 @@ def test_edit_restores_the_unedited_region_and_records_it(tiny):
     assert b.mean() < a.mean()
     assert (b == 0).mean() > (a == 0).mean()
     assert isinstance(kept.image, Image.Image)
+
+
+def test_best_of_n_ranks_the_candidates_as_generated_and_returns_them_restored(tiny):
+    """Restored, most candidates would copy their best-matching half from the input and tie on the
+    fidelity term; so the ranking sees the generated pixels, and every candidate comes back
+    restored (the pick among them)."""
+    img = render(Scene("circle", "blue", "gray", x0=12, y0=20, side=26, texture_seed=7))[0]
+    kw = dict(
+        method="sdedit", seed=1, strength=0.2, num_inference_steps=4, candidates=3, progress=False
+    )
+    plain = edit(tiny, img, "a red circle on a gray background", **kw)
+    kept = edit(tiny, img, "a red circle on a gray background", restore_unedited=0.5, **kw)
+    assert kept.ranking.order == plain.ranking.order
+    assert kept.ranking.scores == plain.ranking.scores
+    src = pil_to_tensor(img.convert("RGB").resize(kept.image.size))
+    for a, b in zip(plain.candidates, kept.candidates, strict=True):
+        want = restore_unedited(pil_to_tensor(a), src, 0.5)[0]
+        # the restore of the generated candidate, up to the 8-bit rounding of ``a``
+        assert (pil_to_tensor(b) - want).abs().max() < 3 / 255
+    assert np.array_equal(
+        np.asarray(kept.image), np.asarray(kept.candidates[kept.ranking.order[0]])
+    )
+    assert not np.array_equal(np.asarray(kept.image), np.asarray(plain.image))
