@@ -52,8 +52,9 @@ class EditResult:
     timings: dict[str, float]
     recipe: dict[str, Any]
     inputs: list[Image.Image] = field(default_factory=list)
-    # best-of-N (config ``candidates`` > 1): every image drawn, in drawing order; ``images`` holds
-    # the best of them, ``ranking`` the measures and scores (``recipe["ranking"]``: the same, rounded)
+    # best-of-N (config ``candidates`` > 1): every image drawn, in drawing order (restored, with
+    # ``restore_unedited`` > 0); ``images`` holds the best of them, ``ranking`` the measures and
+    # scores of the images as generated, before the restore (``recipe["ranking"]``: the same, rounded)
     candidates: list[Image.Image] = field(default_factory=list)
     ranking: Any = None
 

@@ -45,7 +45,9 @@ def edited_mask(pixels: torch.Tensor, reference: torch.Tensor, threshold: float)
     d = ((gaussian_blur(x, s) - gaussian_blur(ref, s)) / 2).pow(2).mean(1, keepdim=True).sqrt()
     m = ((d - threshold / 2) / (threshold / 2)).clamp(0, 1)
     k = 2 * max(1, round(2 * s)) + 1
-    m = torch.nn.functional.max_pool2d(m, k, stride=1, padding=k // 2)
+    # a square max filter, as two 1-D passes (the same result, k times cheaper at 512 px)
+    m = torch.nn.functional.max_pool2d(m, (1, k), stride=1, padding=(0, k // 2))
+    m = torch.nn.functional.max_pool2d(m, (k, 1), stride=1, padding=(k // 2, 0))
     return gaussian_blur(m, s).clamp(0, 1)
 
 

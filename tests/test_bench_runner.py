@@ -150,7 +150,8 @@ def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, c
 
     suite = make_suite("quick", seed=1)
     kw = dict(
-        overrides={"num_inference_steps": "4", "candidates": "3"},
+        # restored candidates: the strip holds what edit returns, the pick among them
+        overrides={"num_inference_steps": "4", "candidates": "3", "restore_unedited": "0.5"},
         progress=False,
         limit=2,
         judge_candidates=True,
@@ -182,10 +183,12 @@ def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, c
         assert score == [float(c["rank_score"]) for c in mine]
         # every candidate's image, lossless, in drawing order: the pick is the saved output
         strip = tmp_path / Path(r["image"]).parent / "candidates" / Path(r["image"]).name
-        ims = load_strip(strip, 3)
+        ims = load_strip(strip)  # 3 square images: n from the width
         assert [im.size for im in ims] == [(64, 64)] * 3
         best = ims[order[0]]
         assert np.array_equal(np.asarray(best), np.asarray(Image.open(tmp_path / r["image"])))
+        with pytest.raises(ValueError, match="does not hold 5 images"):
+            load_strip(strip, 5)
     text = write_report(rows, suite, tmp_path, "test")["summary"].read_text()
     rate = f"{100 * sum(r['success'] == 'True' for r in rows) / 2:.0f}%"
     assert f"| sdedit | default | 2 / 2 | {rate} |" in text  # the best-of-N section's pick rate

@@ -381,9 +381,13 @@ def _save_strip(images: list, path: Path) -> None:
     strip.save(path)
 
 
-def load_strip(path: str | Path, n: int) -> list:
-    """The ``n`` candidate images of a strip written by a ``--judge-candidates`` run."""
+def load_strip(path: str | Path, n: int | None = None) -> list:
+    """The candidate images of a strip written by a ``--judge-candidates`` run (``n`` of them;
+    by default as many as fit, the images being square)."""
     strip = Image.open(path).convert("RGB")
+    n = n or strip.width // strip.height
+    if n < 1 or strip.width % n:
+        raise ValueError(f"{path}: a strip {strip.width} px wide does not hold {n} images")
     w = strip.width // n
     return [strip.crop((i * w, 0, (i + 1) * w, strip.height)) for i in range(n)]
 
