@@ -231,9 +231,10 @@ def edit(
             # ranked as generated: restored, most candidates would tie on the fidelity term (their
             # kept half copied from the input); every candidate is returned restored
             t0 = time.perf_counter()
-            ranking = _best_of(inputs, cfg, generated, rank_clip)
+            drawn = tensor_to_pil(generated)
+            ranking = _best_of(inputs, cfg, generated, drawn, rank_clip)
             timings["rank_s"] = time.perf_counter() - t0
-            candidates = tensor_to_pil(pixels)
+            candidates = drawn if pixels is generated else tensor_to_pil(pixels)
             pixels = pixels[ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]]
     except (_TorchOOM, MemoryError) as e:
         raise _oom(e, backbone) from None
@@ -312,13 +313,13 @@ def _ranking_clip(backbone, cfg) -> str | None:
     return path
 
 
-def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, clip_path: str | None):
-    """The ranking of the candidates ``pixels`` (ranking.py); the caller keeps the best
-    ``num_images_per_prompt``."""
+def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, images: list, clip_path: str | None):
+    """The ranking of the candidates ``pixels`` (``images``: the same, as PIL; ranking.py); the
+    caller keeps the best ``num_images_per_prompt``."""
     from .ranking import rank_candidates
 
     return rank_candidates(
-        tensor_to_pil(pixels),
+        images,
         pixels,
         inputs.pixels[:1],
         inputs.prompt,
