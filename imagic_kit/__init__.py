@@ -10,7 +10,13 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("imagic-kit")
+except _NotInstalled:  # a source checkout on PYTHONPATH, never installed
+    __version__ = "0.0.0+unknown"
 
 from .api import EditResult, edit  # noqa: E402
 from .artifacts import Fit  # noqa: E402

@@ -3,12 +3,13 @@
 1. check the inputs (method, config, prompt, images, components)
 2. load and normalise the image(s) to the model's resolution
 3. fit, or load a saved fit and check it matches
-4. sample with the method, decode, and attach the recipe
+4. draw the samples the config asks for and decode them (``selection.draw``)
+5. select: rank the candidates, restore the unedited pixels, keep the best (``selection.select``)
+6. attach the recipe
 """
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -18,15 +19,14 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import __version__
 from .artifacts import Fit
 from .backbone import Backbone
 from .config import to_dict
-from .errors import ConfigError, ModelNotAvailableError, OutOfMemoryError
+from .errors import ConfigError, OutOfMemoryError
 from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
 from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
-from .restore import restore_unedited
+from .selection import draw, ranking_clip, select
 
 MAX_SEED = 2**63 - 1
 _TorchOOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -53,7 +53,7 @@ class EditResult:
     recipe: dict[str, Any]
     inputs: list[Image.Image] = field(default_factory=list)
     # best-of-N (config ``candidates`` > 1): every image drawn, in drawing order (restored, with
-    # ``restore_unedited`` > 0); ``images`` holds the best of them, ``ranking`` the measures and
+    # ``restore_unedited`` > 0; selection.py); ``images`` holds the best of them, ``ranking`` the measures and
     # scores of the images as generated, before the restore (``recipe["ranking"]``: the same, rounded)
     candidates: list[Image.Image] = field(default_factory=list)
     ranking: Any = None
@@ -77,12 +77,20 @@ class EditResult:
 
 
 def library_versions() -> dict[str, str]:
+    """The installed versions of the toolkit and the libraries an output depends on (the recipe's)."""
     import importlib.metadata as md
 
-    out = {"imagic_kit": __version__}
-    for name in ("torch", "diffusers", "transformers", "peft", "accelerate"):
+    out = {}
+    for key, dist in (
+        ("imagic_kit", "imagic-kit"),
+        ("torch", "torch"),
+        ("diffusers", "diffusers"),
+        ("transformers", "transformers"),
+        ("peft", "peft"),
+        ("accelerate", "accelerate"),
+    ):
         try:
-            out[name] = md.version(name)
+            out[key] = md.version(dist)
         except md.PackageNotFoundError:
             pass
     return out
@@ -158,6 +166,7 @@ def edit(
     Returns: :class:`EditResult` with ``images`` (PIL, at the model's resolution), the fit, the
     config used, the seed, timings (``fit_s``, ``sample_s``) and the recipe written into PNGs.
     """
+    # 1. check the inputs
     spec = get_method(method)
     cfg = make_config(method, config, preset, **overrides)
     sources = list(image) if isinstance(image, list | tuple) else [image]
@@ -171,6 +180,7 @@ def edit(
     if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63-1]")
 
+    # 2. load and normalise the image(s)
     pils = [
         fit_to_square(
             load_image(s, name=f"image {i + 1}" if len(sources) > 1 else "image"),
@@ -195,8 +205,9 @@ def edit(
     }
     prog = ProgressOptions(enabled=progress, callback=callback)
     timings: dict[str, float] = {}
-    rank_clip = _ranking_clip(backbone, cfg)  # before the fit: a bad rank_clip must not cost one
+    clip_path = ranking_clip(backbone, cfg)  # before the fit: a bad rank_clip must not cost one
     try:
+        # 3. fit, or load a saved fit
         if artifacts is not None:
             fit = artifacts if isinstance(artifacts, Fit) else Fit.load(artifacts)
             fit.check_compatible(expected)
@@ -220,25 +231,17 @@ def edit(
             reused = False
         if save_artifacts is not None:
             fit.save(save_artifacts)
+        # 4. draw, 5. select
         t0 = time.perf_counter()
-        generated = _sample_pixels(spec, backbone, fit, inputs, cfg, seed, prog)
-        pixels = generated
-        if getattr(cfg, "restore_unedited", 0) > 0:
-            pixels = restore_unedited(generated, inputs.pixels[:1], cfg.restore_unedited)[0]
+        generated = draw(spec, backbone, fit, inputs, cfg, seed, prog)
         timings["sample_s"] = time.perf_counter() - t0
-        ranking = None
-        if getattr(cfg, "candidates", 1) > 1:
-            # ranked as generated: restored, most candidates would tie on the fidelity term (their
-            # kept half copied from the input); every candidate is returned restored
-            t0 = time.perf_counter()
-            drawn = tensor_to_pil(generated)
-            ranking = _best_of(inputs, cfg, generated, drawn, rank_clip)
-            timings["rank_s"] = time.perf_counter() - t0
-            candidates = drawn if pixels is generated else tensor_to_pil(pixels)
-            pixels = pixels[ranking.order[: getattr(cfg, "num_images_per_prompt", 1)]]
+        chosen = select(generated, inputs.pixels[:1], inputs.prompt, cfg, clip_path)
+        timings["sample_s"] += chosen.timings["restore_s"]  # the restore counts as sampling
+        if "rank_s" in chosen.timings:
+            timings["rank_s"] = chosen.timings["rank_s"]
     except (_TorchOOM, MemoryError) as e:
         raise _oom(e, backbone) from None
-    out = tensor_to_pil(pixels)
+    # 6. the recipe
     recipe = {
         "method": spec.name,
         "prompt": prompt,
@@ -254,80 +257,10 @@ def edit(
         "input_hashes": inputs.hashes,
         "versions": library_versions(),
     }
-    if ranking is not None:
-        recipe["ranking"] = ranking.to_dict()
-        return EditResult(out, fit, cfg, seed, timings, recipe, pils, candidates, ranking)
-    return EditResult(out, fit, cfg, seed, timings, recipe, pils)
-
-
-SAMPLE_CHUNK = 8  # candidates sampled per batch: bounds the memory of best-of-N on large models
-
-
-def _sample_pixels(spec, backbone, fit, inputs, cfg, seed: int, prog) -> torch.Tensor:
-    """All the images the config asks for (``num_images_per_prompt`` x ``candidates``), decoded,
-    sampled in batches of at most SAMPLE_CHUNK from one generator (so the seed fixes them all)."""
-    generator = torch.Generator().manual_seed(seed)
-    per_prompt = getattr(cfg, "num_images_per_prompt", 1)
-    n = per_prompt * getattr(cfg, "candidates", 1)
-    with torch.no_grad():
-        if n == per_prompt:  # no best-of-N: one call, exactly as the method asks
-            return backbone.decode_latents(spec.sample(backbone, fit, inputs, cfg, generator, prog))
-        chunks, done = [], 0
-        while done < n:
-            k = min(SAMPLE_CHUNK, n - done)
-            part = dataclasses.replace(cfg, num_images_per_prompt=k)
-            bar = prog.sub(f"candidates {done + 1}-{done + k} of {n}")
-            chunks.append(
-                backbone.decode_latents(spec.sample(backbone, fit, inputs, part, generator, bar))
-            )
-            done += k
-    return torch.cat(chunks)
-
-
-def _ranking_clip(backbone, cfg) -> str | None:
-    """The CLIP model best-of-N ranks with (``rank_clip``, else the model's own), loaded now so that
-    a missing one stops the edit before the fit; None when no ranking or no CLIP is needed/there."""
-    from .ranking import rank_terms
-
-    if getattr(cfg, "candidates", 1) <= 1 or "clip" not in rank_terms(cfg.rank_by):
-        return None
-    path = cfg.rank_clip or backbone.extras.get("clip_path")
-    if not path:
-        if cfg.rank_by == "clip":
-            raise ConfigError(
-                "rank_by=clip needs a CLIP model and this model has none; set rank_clip to a CLIP "
-                "folder or hub id, or use rank_by=structure+fidelity (what the default ranks by "
-                "here)"
-            )
-        return None
-    from .ranking import load_clip
-
-    try:
-        load_clip(path)
-    except (OSError, ValueError, KeyError) as e:  # missing folder, hub id offline, not a CLIP
-        raise ModelNotAvailableError(
-            f"the CLIP model for ranking candidates, {path!r}, could not be loaded "
-            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); give rank_clip a local "
-            "CLIP folder, or set rank_by=structure+fidelity or candidates=1"
-        ) from None
-    return path
-
-
-def _best_of(inputs: EditInputs, cfg, pixels: torch.Tensor, images: list, clip_path: str | None):
-    """The ranking of the candidates ``pixels`` (``images``: the same, as PIL; ranking.py); the
-    caller keeps the best ``num_images_per_prompt``."""
-    from .ranking import rank_candidates
-
-    return rank_candidates(
-        images,
-        pixels,
-        inputs.pixels[:1],
-        inputs.prompt,
-        clip_path=clip_path,
-        rank_by=cfg.rank_by,
-        structure_weight=cfg.structure_weight,
-        fidelity_weight=cfg.fidelity_weight,
-    )
+    if chosen.ranking is not None:
+        recipe["ranking"] = chosen.ranking.to_dict()
+    out = tensor_to_pil(chosen.pixels)
+    return EditResult(out, fit, cfg, seed, timings, recipe, pils, chosen.candidates, chosen.ranking)
 
 
 def edit_sweep(

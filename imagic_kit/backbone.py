@@ -319,10 +319,12 @@ class Backbone:
             self.unet.enable_gradient_checkpointing()
 
     @contextlib.contextmanager
-    def train_mode(self, unet: bool = False):
-        """Temporarily put the UNet in train mode (dropout etc.) while fine-tuning."""
+    def finetuning(self, dropout: bool = False):
+        """The UNet's mode for the duration of a fine-tuning ``with`` block: eval mode by default
+        (no dropout: the fit reconstructs one image as exactly as it can), train mode (dropout
+        active where the UNet has any) with ``dropout=True``; the previous mode is restored after."""
         was = self.unet.training
-        self.unet.train(unet)
+        self.unet.train(dropout)
         try:
             yield
         finally:

@@ -1,7 +1,12 @@
-"""The ``imagic-kit`` command line: edit | list | show-config | bench | recipe.
+"""The ``imagic-kit`` command line: edit | list | show-config | recipe, plus the commands that
+packages register (``bench``: ``imagic_kit.bench.command``).
 
 User mistakes print one line on stderr (``imagic-kit: error: ...``) and exit with status 2;
 no traceback. Set ``IMAGIC_KIT_DEBUG=1`` to see tracebacks.
+
+Commands beyond the editing core plug in through the entry-point group ``imagic_kit.commands``
+(pyproject.toml): each entry names a :class:`Command`. The core never imports them, so the layers
+point one way (the benchmark builds on the library, never the reverse).
 """
 
 from __future__ import annotations
@@ -11,9 +16,46 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 PROG = "imagic-kit"
+#: The entry-point group that adds subcommands to ``imagic-kit``.
+COMMANDS_GROUP = "imagic_kit.commands"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand of ``imagic-kit`` registered by a package (entry-point group
+    :data:`COMMANDS_GROUP`). ``add_arguments`` fills its parser; ``run(args)`` returns the exit
+    status and raises :class:`~imagic_kit.errors.ImagicKitError` for user mistakes. Keep the module
+    light to import: load heavy libraries inside ``run``."""
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+@lru_cache(maxsize=1)
+def plugin_commands() -> tuple[Command, ...]:
+    """The registered commands, by name. One that cannot be loaded (an optional dependency
+    missing) is left out with a warning instead of breaking the others."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name):
+        try:
+            command = ep.load()
+        except Exception as e:  # a broken plugin must not take the editing commands down
+            print(f"{PROG}: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
+            continue
+        if isinstance(command, Command) and command.name == ep.name:
+            found.append(command)
+    return tuple(found)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a non-square input is made square (default: crop)",
     )
     e.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: see README, thread policy)"
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: the cores shared among the local processes; IMAGIC_KIT_NUM_THREADS)",
     )
     e.add_argument(
         "--save-candidates",
@@ -130,57 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--yaml", action="store_true", help="print only key: value lines (a preset file)"
     )
 
-    b = sub.add_parser(
-        "bench",
-        help="benchmark methods on a shapes-world edit suite",
-        description="Run methods (with presets and sweeps) over an edit suite; resumable.",
-    )
-    b.add_argument(
-        "--suite", default="quick", help="quick (12 edits), full (48) or a suite JSON file"
-    )
-    b.add_argument(
-        "--suite-seed", type=int, default=0, help="seed that generates quick/full suites"
-    )
-    b.add_argument("--methods", default="sdedit,ddim", help="comma list of METHOD or METHOD@PRESET")
-    b.add_argument("--model", default="tiny-shapes", help="backbone (default: tiny-shapes)")
-    b.add_argument(
-        "--out", required=True, help="output folder (results.csv, summary.md, plots, index.html)"
-    )
-    b.add_argument("--seed", type=int, default=0, help="seed of every edit")
-    b.add_argument(
-        "--sweep",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2",
-        help="sweep a config field (repeatable)",
-    )
-    b.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field for every method that has it",
-    )
-    b.add_argument("--limit", type=int, help="only the first N edits")
-    b.add_argument(
-        "--shard",
-        default="0/1",
-        help="I/N: run every N-th edit starting at I; N processes with one --out split a suite",
-    )
-    b.add_argument(
-        "--judge-candidates",
-        action="store_true",
-        help="best-of-N settings: let the oracle judge every candidate too (candidates.csv; the "
-        "report adds how often some candidate succeeds) and keep every candidate's image "
-        "(images/<method>/<setting>/candidates/<edit>.png, side by side in drawing order)",
-    )
-    b.add_argument("--device")
-    b.add_argument("--dtype")
-    b.add_argument("--threads", type=int)
-    b.add_argument("--quiet", "-q", action="store_true")
-
     r = sub.add_parser("recipe", help="print the recipe stored in an output PNG")
     r.add_argument("png")
+
+    for command in plugin_commands():
+        c = sub.add_parser(command.name, help=command.help, description=command.description)
+        command.add_arguments(c)
     return p
 
 
@@ -277,8 +276,7 @@ def cmd_edit(args) -> int:
 
     sweep = {}
     if args.sweep:
-        from .bench.runner import parse_sweep
-        from .config import field_infos, parse_value
+        from .config import field_infos, parse_sweep, parse_value
 
         infos = {i.name: i for i in field_infos(spec.config_cls)}
         for key, values in parse_sweep(args.sweep).items():
@@ -362,53 +360,6 @@ def cmd_edit(args) -> int:
     return 0
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    from .errors import ConfigError
-
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/2 and 1/2") from None
-    return i, n
-
-
-def cmd_bench(args) -> int:
-    from .bench.report import write_report
-    from .bench.runner import parse_methods, parse_sweep, run_benchmark
-    from .bench.suites import load_suite
-    from .config import parse_set_args
-    from .models import load_backbone
-    from .threads import configure_threads
-
-    methods = parse_methods(args.methods)
-    sweep = parse_sweep(args.sweep)
-    overrides = parse_set_args(args.set)
-    shard = _parse_shard(args.shard)
-    suite = load_suite(args.suite, args.suite_seed)
-    configure_threads(args.threads)
-    backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
-    rows = run_benchmark(
-        backbone,
-        suite,
-        methods,
-        args.out,
-        seed=args.seed,
-        sweep=sweep,
-        overrides=overrides,
-        progress=not args.quiet,
-        limit=args.limit,
-        shard=shard,
-        judge_candidates=args.judge_candidates,
-    )
-    title = f"{suite.get('name', args.suite)} suite on {backbone.model_id} ({backbone.device})"
-    if backbone.extras.get("timing_only"):
-        title += " - timing only: random weights, the quality columns are meaningless"
-    paths = write_report(rows, suite, args.out, title)
-    print(Path(paths["summary"]).read_text().split("\n\nSuccess by")[0])
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
@@ -430,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         "edit": cmd_edit,
         "list": cmd_list,
         "show-config": cmd_show_config,
-        "bench": cmd_bench,
         "recipe": cmd_recipe,
+        **{c.name: c.run for c in plugin_commands()},
     }
     try:
         return handlers[args.command](args)

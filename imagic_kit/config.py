@@ -57,10 +57,24 @@ class FieldInfo:
     choices: tuple | None
 
 
+def _introduced_by(config_cls: type) -> dict[str, int]:
+    """For each field, the position in ``config_cls``'s MRO of the class that first declared it
+    (0 = the config class itself, higher = a shared base such as ``selection.BestOfNConfig``)."""
+    depth: dict[str, int] = {}
+    for i, klass in enumerate(config_cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            for f in fields(klass):
+                depth[f.name] = i
+    return depth
+
+
 def field_infos(config_cls: type) -> list[FieldInfo]:
+    """The fields of a config class with their metadata: the method's own fields first, in their
+    order, then those it inherits from shared bases (sampling and selection), base by base."""
     hints = typing.get_type_hints(config_cls)
+    depth = _introduced_by(config_cls)
     out = []
-    for f in fields(config_cls):
+    for f in sorted(fields(config_cls), key=lambda f: depth[f.name]):
         if "stage" not in f.metadata:
             raise TypeError(f"{config_cls.__name__}.{f.name} must be declared with param(...)")
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
@@ -180,6 +194,20 @@ def parse_set_args(items: typing.Iterable[str]) -> dict[str, str]:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set guidance_scale=5")
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_sweep(items: typing.Iterable[str]) -> dict[str, list[str]]:
+    """``["eta=0.5,1", "seed=1"]`` -> ``{"eta": ["0.5", "1"], "seed": ["1"]}`` (``--sweep``)."""
+    sweep: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise ConfigError(
+                f"--sweep {item!r}: expected key=v1,v2,..., e.g. --sweep guidance_scale=3,5,7"
+            )
+        sweep[key.strip()] = vals
+    return sweep
 
 
 def to_dict(config: Any, stage: Stage | None = None) -> dict[str, Any]:

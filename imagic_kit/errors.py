@@ -1,6 +1,6 @@
 """Errors a user can fix. The CLI prints them as one line, without a traceback.
 
-Every message names the argument, the value, and the fix (DESIGN.md section 2).
+Every message names the argument, the value, and the fix (docs/design.md, "Conventions").
 """
 
 from __future__ import annotations

@@ -17,11 +17,10 @@ from safetensors.torch import load_file, save_file
 
 #: Attention projections of every attention block (the usual Stable Diffusion LoRA targets).
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-#: The ResNet blocks' two 3x3 convolutions only: they reach the top resolution, which has no
-#: attention on tiny-shapes (attention-only LoRAs could not reproduce the input's fine texture), and
-#: with no adapter on any attention projection the cross-attention's reading of the prompt (to_k/to_v
-#: map each word to what it draws) stays the pretrained one; a LoRA there can re-learn what a word
-#: means (measured for Imagic: see methods/imagic.py).
+#: The ResNet blocks' two 3x3 convolutions only, Imagic's default: with no adapter on the attention
+#: projections the cross-attention reads the prompt as pretrained, while the convolutions reach the
+#: top resolution and keep the input's layout and texture
+#: (docs/methods/imagic.md#lora-on-the-resnet-convolutions).
 CONV_TARGETS = ("conv1", "conv2")
 ADAPTER = "imagic_kit"
 

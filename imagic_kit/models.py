@@ -48,12 +48,6 @@ COMPONENTS = (
 )
 
 
-def clip_features(out: Any) -> torch.Tensor:
-    """The tensor from CLIP's ``get_text_features`` / ``get_image_features``: transformers 5
-    returns a model output (projected features in ``pooler_output``), 4.x a tensor."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -158,13 +152,38 @@ def place(bb: Backbone, device: torch.device, dtype: torch.dtype) -> Backbone:
     return bb.freeze()
 
 
-EMBEDDED_DIR = Path(__file__).resolve().parent / "models"
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 
 
 def embedded_path(name: str, part: str = "text2img") -> Path:
-    """Folder of an embedded model's part: ``text2img`` (StableDiffusionPipeline),
-    ``variations`` (StableDiffusionImageVariationPipeline) or ``clip`` (CLIPModel)."""
+    """Folder of an embedded model's part: ``text2img`` (a StableDiffusionPipeline folder),
+    ``variations`` (the image encoder and feature extractor of a
+    StableDiffusionImageVariationPipeline, whose UNet, VAE and scheduler are text2img's: see
+    :func:`variations_pipeline`) or ``clip`` (CLIPModel)."""
     return EMBEDDED_DIR / name / part
+
+
+def variations_pipeline(name: str = "tiny-shapes", dtype: torch.dtype = torch.float32):
+    """The embedded model as a stock ``StableDiffusionImageVariationPipeline``: the variations
+    folder's image encoder and feature extractor with the text2img UNet, VAE and scheduler (one
+    UNet is trained on both conditionings, so the package ships it once)."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionImageVariationPipeline,
+        UNet2DConditionModel,
+    )
+
+    text2img = embedded_path(name)
+    return StableDiffusionImageVariationPipeline.from_pretrained(
+        str(embedded_path(name, "variations")),
+        unet=UNet2DConditionModel.from_pretrained(text2img / "unet", torch_dtype=dtype),
+        vae=AutoencoderKL.from_pretrained(text2img / "vae", torch_dtype=dtype),
+        scheduler=DDIMScheduler.from_pretrained(text2img / "scheduler"),
+        safety_checker=None,
+        requires_safety_checker=False,
+        torch_dtype=dtype,
+    )
 
 
 def load_embedded(name: str, dtype: torch.dtype = torch.float32) -> Backbone:

@@ -2,9 +2,9 @@
 the input.
 
 A sampled edit is stochastic: from one fit, some seeds give the edit in place, others move the
-object, redraw it or stop half way (Imagic's "the best eta differs per seed", METHODS.md). Drawing
-several candidates and keeping the best is what users of these methods do by eye; this module does
-it with three measures that need only what the user gave (the input image and the target prompt):
+object, redraw it or stop half way (public Imagic implementations note that the best eta differs
+per seed). Drawing several candidates and keeping the best is what users of these methods do by
+eye; this module does it with three measures that need only what the user gave (the input image and the target prompt):
 
 - **clip**: CLIP score of the candidate against the target prompt (cosine of the image and text
   features) -- did the edit happen;
@@ -26,12 +26,12 @@ Each is standardised over the candidates (z-score) and they are summed with weig
 embedded model's small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without
 a CLIP model the text term is dropped (with a warning); ``rank_by="clip"`` alone is an error. This
 is the toolkit's choice, not a paper's: the terms, weights and the default number of candidates
-were measured on the shapes world (see the Imagic module docstring). ``imagic-kit bench --judge-candidates`` records every
+were measured on the shapes world (docs/methods/imagic.md, "Best of N and the ranking"). ``imagic-kit bench --judge-candidates`` records every
 candidate's measures and the oracle's verdict, and ``scripts/rerank.py`` tries other rankings on
 them offline.
 
 Reproducibility: the same seed and settings give the same candidates and the same pick. The
-candidates come from one generator, in batches of ``api.SAMPLE_CHUNK``, so candidate i depends on
+candidates come from one generator, in batches of ``selection.SAMPLE_CHUNK``, so candidate i depends on
 how many are drawn: to get a pick back, rerun with the same seed and ``candidates`` (the recipe
 holds both, and ``recipe["ranking"]["order"][0]`` is the pick's index), not with ``candidates=1``.
 """
@@ -41,11 +41,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 from PIL import Image
 
+from .clip_score import load_clip
 from .imaging import gaussian_blur
 
 log = logging.getLogger(__name__)
@@ -136,14 +136,6 @@ def fidelity(
     k = max(1, math.ceil(keep * err.shape[1]))
     mse = err.sort(1).values[:, :k].mean(1).clamp_min(1e-10)
     return (-10 * torch.log10(mse)).tolist()
-
-
-@lru_cache(maxsize=2)
-def load_clip(path: str):
-    """A CLIP scorer for ``path`` (folder or hub id), loaded once per process."""
-    from .bench.metrics import ClipScorer
-
-    return ClipScorer(path)
 
 
 def _z(v: list[float]) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 A diffusion edit regenerates every pixel. Where the prompt asks for no change the output still
 drifts from the input: the fit's reconstruction error, the VAE's, the sampling noise (on the shapes
-world a kept background typically comes back at 23-27 dB). ``restore_unedited`` finds the edited
+world a kept background typically comes back at 23-27 dB). :func:`restore_pixels` finds the edited
 region from the difference between the output and the input, and outside it puts the input's own
 pixels back, with a soft, slightly grown edge, so the edit itself is untouched and the rest is the
 photo the user gave. It is the pixel-space form of what local-blending editors do (Prompt-to-Prompt's
@@ -51,7 +51,7 @@ def edited_mask(pixels: torch.Tensor, reference: torch.Tensor, threshold: float)
     return gaussian_blur(m, s).clamp(0, 1)
 
 
-def restore_unedited(
+def restore_pixels(
     pixels: torch.Tensor, reference: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``pixels`` with their unedited region copied from ``reference``, and the mask used (1 =

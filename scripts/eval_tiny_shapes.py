@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from imagic_kit import load_backbone  # noqa: E402
 from imagic_kit.bench.metrics import psnr  # noqa: E402
+from imagic_kit.clip_score import clip_features  # noqa: E402
 from imagic_kit.imaging import pil_to_tensor, tensor_to_pil  # noqa: E402
-from imagic_kit.models import clip_features  # noqa: E402
 from imagic_kit.sampling import ddim_sample  # noqa: E402
 from imagic_kit.shapes import all_captions, dilate, parse_caption, random_scenes, read, render  # noqa: E402
 from imagic_kit.threads import configure_threads  # noqa: E402
 
-BUNDLE = ROOT / "imagic_kit" / "models" / "tiny-shapes"
+BUNDLE = ROOT / "imagic_kit" / "embedded" / "tiny-shapes"
 
 
 @torch.no_grad()
@@ -208,15 +208,16 @@ def model_card(report: dict) -> str:
     )
     return f"""# tiny-shapes: the embedded model of imagic-kit
 
-A small Stable-Diffusion-style model trained from scratch on the shapes world (DESIGN.md section 5;
-`imagic_kit.shapes`): 64x64 images of one circle, square or triangle in red, green, blue or yellow on a
-white, gray or black textured background. It is a real diffusers model in two standard folders:
+A small Stable-Diffusion-style model trained from scratch on the shapes world (docs/design.md,
+"The shapes world"; `imagic_kit.shapes`): 64x64 images of one circle, square or triangle in red, green, blue or yellow on a
+white, gray or black textured background. It is a real diffusers model in standard folders:
 
 - `text2img/`: `StableDiffusionPipeline` (CLIPTokenizer, CLIPTextModel, UNet2DConditionModel,
   AutoencoderKL, DDIMScheduler);
-- `variations/`: `StableDiffusionImageVariationPipeline` (CLIPVisionModelWithProjection and its
-  CLIPImageProcessor; `unet`, `vae` and `scheduler` are links to the text2img ones: one UNet is trained on
-  both conditionings);
+- `variations/`: the image encoder (CLIPVisionModelWithProjection) and its CLIPImageProcessor of a
+  `StableDiffusionImageVariationPipeline`, whose `unet`, `vae` and `scheduler` are the text2img ones: one
+  UNet is trained on both conditionings and ships once. `imagic_kit.models.variations_pipeline()` builds
+  the stock pipeline from both folders;
 - `clip/`: the full CLIPModel (both towers with projections): the toolkit's CLIP score for the shapes world
   and the projected text feature FastEdit uses.
 

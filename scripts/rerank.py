@@ -14,7 +14,7 @@ Each (rank_by, structure weight, fidelity weight) combination is one row; each i
 (method and sweep value) one column (picks that succeed / edits), plus their total. Without CLIP
 scores (a model with no CLIP) the clip term is dropped, as `edit` does. ``--first N`` keeps the
 first N candidates of each edit: exactly what a run with ``candidates=N`` would have drawn when N
-is a multiple of the sampling batch (8, ``api.SAMPLE_CHUNK``), since the candidates come from one
+is a multiple of the sampling batch (8, ``selection.SAMPLE_CHUNK``), since the candidates come from one
 generator in batches of 8. ``--by-kind`` splits each column by edit kind.
 """
 

@@ -8,10 +8,10 @@
     python scripts/train_tiny_shapes.py all             # every stage in order
 
 Each stage writes its component(s) in standard diffusers/transformers layout into
-``imagic_kit/models/tiny-shapes/`` (committed, shipped as package data) and keeps a resume
+``imagic_kit/embedded/tiny-shapes/`` (committed, shipped as package data) and keeps a resume
 checkpoint in ``build/tiny-shapes/`` (local): running a stage again continues where it stopped,
 for another ``--minutes`` (or ``--steps``). ``--fresh`` restarts it. The wall time and figures of
-every run are appended to ``imagic_kit/models/tiny-shapes/training.json`` (the model card's source).
+every run are appended to ``imagic_kit/embedded/tiny-shapes/training.json`` (the model card's source).
 
 Components:
 - CLIP (contrastive, on the world): ``clip/`` (CLIPModel: the toolkit's CLIP score, FastEdit's
@@ -21,7 +21,8 @@ Components:
 - ``unet``: one UNet2DConditionModel trained on both conditionings: text hidden states
   (text-to-image) and the projected CLIP image embedding as one token (image variations), with
   10% unconditional dropout each (empty prompt / zeros) so classifier-free guidance works. The two
-  pipelines share it (the variations folder links to it).
+  pipelines share it (``imagic_kit.models.variations_pipeline`` builds the variations pipeline
+  from the variations folder's image encoder and the text2img UNet, VAE and scheduler).
 Threads follow the project's policy (imagic_kit.threads); give training the machine.
 """
 
@@ -42,10 +43,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from imagic_kit.models import clip_features  # noqa: E402
+from imagic_kit.clip_score import clip_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "imagic_kit" / "models" / "tiny-shapes"
+BUNDLE = ROOT / "imagic_kit" / "embedded" / "tiny-shapes"
 WORK = ROOT / "build" / "tiny-shapes"
 TEXT2IMG, VARIATIONS, CLIPDIR = BUNDLE / "text2img", BUNDLE / "variations", BUNDLE / "clip"
 
@@ -777,7 +778,9 @@ def write_unet(ema, step: int) -> None:
 
 
 def write_bundle(args) -> None:
-    """model_index.json files, the scheduler, and the variations folder's links to the shared parts."""
+    """model_index.json files and the scheduler. The variations folder holds only its image encoder
+    and feature extractor; ``imagic_kit.models.variations_pipeline`` adds the shared UNet, VAE and
+    scheduler from text2img/."""
     from diffusers import DDIMScheduler
 
     DDIMScheduler(**SCHEDULER_CFG).save_pretrained(TEXT2IMG / "scheduler")
@@ -820,14 +823,12 @@ def write_bundle(args) -> None:
         )
         + "\n"
     )
-    for part in ("unet", "vae", "scheduler"):
-        link = VARIATIONS / part
-        if link.is_symlink() or link.exists():
-            if link.is_dir() and not link.is_symlink():
-                shutil.rmtree(link)
-            else:
-                link.unlink()
-        link.symlink_to(Path("..") / "text2img" / part, target_is_directory=True)
+    for part in ("unet", "vae", "scheduler"):  # shared with text2img: each weight ships once
+        stale = VARIATIONS / part
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink()
+        elif stale.is_dir():
+            shutil.rmtree(stale)
     print(f"bundle written: {BUNDLE}")
 
 

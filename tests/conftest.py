@@ -25,7 +25,7 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def shapes():
-    """The embedded tiny-shapes model, for behaviour tests (one load for the whole session)."""
+    """The embedded tiny-shapes model, for behaviour tests (loaded once per test run)."""
     from imagic_kit import load_backbone
 
     return load_backbone("tiny-shapes", device="cpu")

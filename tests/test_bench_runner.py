@@ -10,12 +10,12 @@ from imagic_kit.bench.report import write_report
 from imagic_kit.bench.runner import (
     load_strip,
     parse_methods,
-    parse_sweep,
     read_results,
     run_benchmark,
 )
 from imagic_kit.bench.suites import make_suite
 from imagic_kit.cli import main
+from imagic_kit.config import parse_sweep
 from imagic_kit.errors import ConfigError
 
 
@@ -69,6 +69,44 @@ def test_bad_specs_are_rejected(tiny, tmp_path):
             sweep={"rank": ["1"]},
             progress=False,
         )
+    with pytest.raises(ConfigError, match="--set key.*strenght belong to none"):
+        run_benchmark(
+            tiny,
+            make_suite("quick"),
+            parse_methods("sdedit,ddim"),
+            tmp_path,
+            overrides={"strenght": "0.5"},
+            progress=False,
+        )
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_set_applies_to_the_methods_that_have_the_field(tiny, tmp_path):
+    """ddim samples deterministically and has no candidates field: --set candidates=2 reaches sdedit
+    only, and ddim runs as it would without it."""
+    rows = run_benchmark(
+        tiny,
+        make_suite("quick", seed=1),
+        parse_methods("sdedit,ddim@fast"),
+        tmp_path,
+        overrides={"candidates": "2", "num_inference_steps": "3"},
+        progress=False,
+        limit=1,
+    )
+    assert {r["label"] for r in rows} == {"sdedit", "ddim@fast"}
+    plain = run_benchmark(
+        tiny,
+        make_suite("quick", seed=1),
+        parse_methods("ddim@fast"),
+        tmp_path / "plain",
+        overrides={"num_inference_steps": "3"},
+        progress=False,
+        limit=1,
+    )
+    ddim = next(r for r in rows if r["label"] == "ddim@fast")
+    assert ddim["recipe"] == plain[0]["recipe"]
+    a = np.asarray(Image.open(tmp_path / ddim["image"]))
+    assert np.array_equal(a, np.asarray(Image.open(tmp_path / "plain" / plain[0]["image"])))
 
 
 def test_bench_cli(capsys, tmp_path):

@@ -125,9 +125,24 @@ def test_presets_are_found_in_an_uninstalled_checkout(monkeypatch):
     assert "balanced" in config_mod.preset_names("imagic")
 
 
-def test_imagic_balanced_preset_spells_out_the_defaults():
-    """`balanced` is the default recipe written out; when a default moves, the preset must follow
-    (the README and the module docstring report both as one)."""
+@pytest.mark.parametrize("method", available_methods())
+def test_presets_hold_only_what_differs_from_the_defaults(method):
+    """A preset states only the values it changes: a key restating its default would silently keep
+    an old value when the default moves."""
+    import yaml
+
+    from imagic_kit.config import configs_dir, preset_names
+
+    defaults = get_method(method).config_cls()
+    for name in preset_names(method):
+        path = configs_dir() / "methods" / method / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text()) or {}
+        preset = make_config(method, preset=name)
+        same = sorted(k for k in data if getattr(preset, k) == getattr(defaults, k))
+        assert not same, f"{path.name} restates defaults: {', '.join(same)}"
+
+
+def test_imagic_balanced_preset_is_the_default():
     assert make_config("imagic", preset="balanced") == make_config("imagic")
 
 

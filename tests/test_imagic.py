@@ -231,13 +231,7 @@ def _red_in_place(attrs, shift):
 def test_colour_edit_changes_the_colour_and_keeps_the_position(red_edits):
     """Behaviour on the shapes world, default recipe: at eta 0 the fit reproduces the blue circle in
     place, and at the default eta the oracle reads a red circle within 5 px of the input's centre
-    (the benchmark's bar), for every seed.
-    Passes with the defaults of 2026-11-29 session 12 (eta 1.0, best of 16 candidates ranked by
-    clip+structure+fidelity, the LoRA at 0.7 after the first 30% of the steps; seeds 0-2), and did
-    with session 11's (ranked by clip+structure) and session 10's (strength 1).
-    Measured earlier (conv-only LoRA, eta 0.8, ddim_eta 0.5): both hold for seeds 0-4 (the test
-    samples 0-2). (With the attention + conv LoRA, seed 0 drew a faint red circle up and left that
-    the oracle did not find.)"""
+    (the benchmark's bar), for every seed the test samples (0-2)."""
     for attrs, shift in red_edits[0.0]:
         assert attrs["colour"] == "blue" and attrs["shape"] == "circle" and shift <= 5, red_edits
     assert all(_red_in_place(*e) for e in red_edits[ImagicConfig().eta]), red_edits

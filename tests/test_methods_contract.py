@@ -1,4 +1,4 @@
-"""The contract every registered method passes (DESIGN.md section 4).
+"""The contract every registered method passes (docs/design.md, "The method contract").
 
 Each method runs with a "quick" override set so the suite stays fast; a method added to the
 registry without an entry here fails the suite on purpose.

@@ -104,8 +104,8 @@ def test_without_clip_the_ranking_drops_the_text_term_and_says_so(caplog):
 
 def test_no_clip_is_loaded_when_the_ranking_does_not_use_it(tmp_path):
     """A rank_clip that could not be loaded is not even tried when rank_by leaves out clip."""
-    from imagic_kit.api import _ranking_clip
     from imagic_kit.registry import make_config
+    from imagic_kit.selection import ranking_clip
 
     class NoClip:
         extras: dict = {}
@@ -114,9 +114,9 @@ def test_no_clip_is_loaded_when_the_ranking_does_not_use_it(tmp_path):
     cfg = make_config(
         "imagic", None, None, candidates=2, rank_by="structure+fidelity", rank_clip=bad
     )
-    assert _ranking_clip(NoClip(), cfg) is None
+    assert ranking_clip(NoClip(), cfg) is None
     with pytest.raises(ModelNotAvailableError, match="rank_clip"):
-        _ranking_clip(NoClip(), make_config("imagic", None, None, candidates=2, rank_clip=bad))
+        ranking_clip(NoClip(), make_config("imagic", None, None, candidates=2, rank_clip=bad))
 
 
 def test_fidelity_ignores_the_edited_part_and_sees_a_changed_texture():

@@ -9,7 +9,7 @@ from PIL import Image
 
 from imagic_kit import edit
 from imagic_kit.imaging import pil_to_tensor
-from imagic_kit.restore import edited_mask, restore_unedited
+from imagic_kit.restore import edited_mask, restore_pixels
 from imagic_kit.shapes import Scene, render
 
 
@@ -25,7 +25,7 @@ def test_a_recoloured_object_is_kept_and_the_drifted_rest_is_the_input_again():
     edited = scene(colour="red")  # the edit: the object's colour
     inside = (edited - src).abs().amax(1)[0] > 0.5
     drift = 0.06 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    out, mask = restore_unedited((edited + drift).clamp(-1, 1), src, 0.12)
+    out, mask = restore_pixels((edited + drift).clamp(-1, 1), src, 0.12)
     assert out.shape == src.shape and mask.shape == (1, 1, 64, 64)
     # the object: the edit's pixels, drift included (nothing of the edit is undone)
     assert torch.allclose(out[0][:, inside], (edited + drift).clamp(-1, 1)[0][:, inside], atol=1e-3)
@@ -41,7 +41,7 @@ def test_a_global_change_is_left_as_generated():
     src = scene()
     new_background = scene(background="black", colour="blue")
     mask = edited_mask(new_background, src, 0.12)
-    out, _ = restore_unedited(new_background, src, 0.12)
+    out, _ = restore_pixels(new_background, src, 0.12)
     # the new background counts as edited everywhere; only the unchanged object may come back
     background = (new_background - src).abs().amax(1)[0] > 0.5
     assert mask[0, 0][background].min() > 0.999
@@ -81,7 +81,7 @@ def test_edit_restores_the_unedited_region_and_records_it(tiny):
     assert b.mean() < a.mean()
     assert (b == 0).mean() > (a == 0).mean()
     # ... and the output is exactly the restore of what was generated (up to 8-bit rounding)
-    want, mask = restore_unedited(pil_to_tensor(plain.image), pil_to_tensor(src_pil), 1.0)
+    want, mask = restore_pixels(pil_to_tensor(plain.image), pil_to_tensor(src_pil), 1.0)
     assert (pil_to_tensor(kept.image) - want).abs().max() < 3 / 255
     assert 0 < float(mask.mean()) < 1  # some pixels kept as generated, some restored
     assert isinstance(kept.image, Image.Image)
@@ -101,7 +101,7 @@ def test_best_of_n_ranks_the_candidates_as_generated_and_returns_them_restored(t
     assert kept.ranking.scores == plain.ranking.scores
     src = pil_to_tensor(img.convert("RGB").resize(kept.image.size))
     for a, b in zip(plain.candidates, kept.candidates, strict=True):
-        want = restore_unedited(pil_to_tensor(a), src, 0.5)[0]
+        want = restore_pixels(pil_to_tensor(a), src, 0.5)[0]
         # the restore of the generated candidate, up to the 8-bit rounding of ``a``
         assert (pil_to_tensor(b) - want).abs().max() < 3 / 255
     assert np.array_equal(

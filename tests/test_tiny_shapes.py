@@ -32,15 +32,26 @@ def test_bundle_is_small_fp32_safetensors():
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
 
 
+def test_each_weight_ships_once():
+    """A link or a copy would put the same weights in the wheel twice (packaging follows links)."""
+    import hashlib
+
+    root = embedded_path("tiny-shapes").parent
+    assert not [p for p in root.rglob("*") if p.is_symlink()]
+    weights = sorted(root.rglob("*.safetensors"))
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in weights}
+    assert len(digests) == len(weights) >= 5
+
+
 def test_stock_diffusers_pipelines_load_and_run():
-    from diffusers import StableDiffusionImageVariationPipeline, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
+
+    from imagic_kit.models import variations_pipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(str(embedded_path("tiny-shapes")))
     out = pipe("a red circle", height=64, width=64, num_inference_steps=2, output_type="np").images
     assert out.shape == (1, 64, 64, 3)
-    var = StableDiffusionImageVariationPipeline.from_pretrained(
-        str(embedded_path("tiny-shapes", "variations"))
-    )
+    var = variations_pipeline("tiny-shapes")
     img = render(random_scenes(1, 0)[0])[0]
     out = var(img, height=64, width=64, num_inference_steps=2, output_type="np").images
     assert out.shape == (1, 64, 64, 3)

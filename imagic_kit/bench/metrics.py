@@ -1,4 +1,4 @@
-"""Per-edit metrics on the shapes world (DESIGN.md section 5).
+"""Per-edit metrics on the shapes world (docs/design.md, "The shapes world").
 
 An edit succeeds when the oracle reads the target attributes in the output, the bounding-box
 centre moved at most 5 px, the bounding-box side changed at most 25%, and, for edits that keep
@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..models import clip_features
 from ..shapes import dilate, read
 
 MAX_CENTRE_SHIFT = 5.0
@@ -75,34 +74,3 @@ def evaluate_edit(
         "read_colour": got["colour"],
         "read_background": got["background"],
     }
-
-
-class ClipScorer:
-    """CLIP score (cosine similarity of image and text features) with a CLIP model folder."""
-
-    def __init__(self, path: str):
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-        self.model = CLIPModel.from_pretrained(path).eval()
-        self.tokenizer = CLIPTokenizer.from_pretrained(path)
-        self.processor = CLIPImageProcessor.from_pretrained(path)
-
-    def __call__(self, image: Image.Image, text: str) -> float:
-        return self.scores([image], text)[0]
-
-    def scores(self, images: list[Image.Image], text: str) -> list[float]:
-        """The CLIP score of each image against one text (the text is encoded once)."""
-        import torch
-
-        with torch.no_grad():
-            ids = self.tokenizer(
-                [text], padding="max_length", truncation=True, return_tensors="pt"
-            ).input_ids
-            pix = self.processor(images=images, return_tensors="pt").pixel_values
-            t = torch.nn.functional.normalize(
-                clip_features(self.model.get_text_features(input_ids=ids)), dim=-1
-            )
-            i = torch.nn.functional.normalize(
-                clip_features(self.model.get_image_features(pixel_values=pix)), dim=-1
-            )
-        return (i @ t[0]).tolist()

@@ -25,11 +25,11 @@ from PIL import Image
 
 from ..api import edit
 from ..artifacts import Fit
+from ..clip_score import load_clip
 from ..config import field_infos, parse_value, to_dict
 from ..errors import ConfigError
 from ..imaging import save_png
 from ..progress import ProgressOptions
-from ..ranking import load_clip
 from ..registry import get_method, make_config
 from .metrics import evaluate_edit
 from .suites import source_image
@@ -109,19 +109,6 @@ def parse_methods(spec: str) -> list[tuple[str, str | None]]:
     if not out:
         raise ConfigError("--methods is empty; e.g. --methods sdedit,ddim")
     return out
-
-
-def parse_sweep(items: list[str]) -> dict[str, list[str]]:
-    sweep: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, values = item.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not key.strip() or not vals:
-            raise ConfigError(
-                f"--sweep {item!r}: expected key=v1,v2,..., e.g. --sweep guidance_scale=3,5,7"
-            )
-        sweep[key.strip()] = vals
-    return sweep
 
 
 class PeakMemory:
@@ -263,16 +250,26 @@ def run_benchmark(
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"shard {i}/{n} is impossible; use I/N with 0 <= I < N, e.g. 0/2 and 1/2")
     edits = edits[i::n]
+    fields_of = {m: {i.name: i for i in field_infos(get_method(m).config_cls)} for m, _ in methods}
+    for kind, keys in (("--set", overrides), ("--sweep", sweep)):
+        unknown = [k for k in keys if not any(k in f for f in fields_of.values())]
+        if unknown:
+            raise ConfigError(
+                f"{kind} key(s) {', '.join(unknown)} belong to none of the methods benchmarked "
+                f"({', '.join(fields_of)}); see `imagic-kit show-config METHOD`"
+            )
     plans = []
     for method, preset in methods:
         spec = get_method(method)
-        infos = {i.name: i for i in field_infos(spec.config_cls)}
-        keys = [k for k in sweep if k in infos]  # a sweep key applies to the methods that have it
+        infos = fields_of[method]
+        # --set and --sweep apply to the methods that have the field
+        own = {k: v for k, v in overrides.items() if k in infos}
+        keys = [k for k in sweep if k in infos]
         combos = [
             dict(zip(keys, vals)) for vals in itertools.product(*(sweep[k] for k in keys))
         ] or [{}]
         for combo in combos:
-            cfg = make_config(method, None, preset, **overrides, **combo)
+            cfg = make_config(method, None, preset, **own, **combo)
             sweep_label = json.dumps(
                 {k: parse_value(infos[k], v) for k, v in combo.items()}, sort_keys=True
             )
@@ -289,15 +286,6 @@ def run_benchmark(
             f"{results} already holds results of {', '.join(stale[:3])} made with another recipe "
             "(a default, preset, --set value, the seed, the suite or the model changed); "
             "write to a new --out folder"
-        )
-    unknown = [
-        k
-        for k in sweep
-        if not any(k in {i.name for i in field_infos(p[2].config_cls)} for p in plans)
-    ]
-    if unknown:
-        raise ConfigError(
-            f"--sweep key(s) {', '.join(unknown)} belong to none of the methods benchmarked"
         )
     total = len(plans) * len(edits)
     bar = ProgressOptions(enabled=progress)(total, "bench")

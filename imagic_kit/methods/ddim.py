@@ -16,11 +16,12 @@ from ..artifacts import Fit
 from ..config import param
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_invert, ddim_sample
-from ._common import guidance_scale, num_inference_steps, restore_unedited
+from ..selection import RestoreConfig
+from ._common import guidance_scale, num_inference_steps
 
 
 @dataclass
-class DDIMConfig:
+class DDIMConfig(RestoreConfig):
     num_inference_steps: int = num_inference_steps(
         50, stage="fit", help="DDIM steps, shared by the inversion and the sampling"
     )
@@ -39,7 +40,6 @@ class DDIMConfig:
         max=1.0,
     )
     guidance_scale: float = guidance_scale(7.5)
-    restore_unedited: float = restore_unedited()
 
 
 def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:

@@ -1,4 +1,4 @@
-"""The shapes world: renderer, captions and oracle (DESIGN.md section 5)."""
+"""The shapes world: renderer, captions and oracle (docs/design.md, "The shapes world")."""
 
 from .oracle import Reading, dilate, read
 from .world import (

@@ -1,15 +1,15 @@
-"""The shapes world, version 1 (DESIGN.md section 5): a synthetic world whose ground truth is known.
+"""The shapes world, version 1 (docs/design.md, "The shapes world"): a synthetic world whose ground
+truth is known.
 
 64x64 RGB images of one object (circle, square or triangle, in one of four colours) on a textured
 background (white, gray or black). The texture is what no caption mentions, so an edit that keeps
 it is faithful. Object size and position are never captioned either, so an edit must keep them.
 
-Texture strength: the design asks for "about 9 grey levels of standard deviation" *and* for two
-different textures of one colour to score only ~21 dB PSNR against each other (never above ~24).
-Both cannot hold (independent textures of std 9 give ~27 dB). The PSNR statement is what the
-benchmark's 25 dB background threshold relies on, so it wins: the 5x5 grid has std 18, which after
-bicubic upsampling is a texture of std ~15 and gives 21.4 dB mean, ~23.7 dB max between textures.
-"""
+Texture strength: two different textures of one colour must score well under the benchmark's
+25 dB background bar against each other (~21 dB, never above ~24), so that a kept texture and a
+redrawn one are told apart. A gentler texture (std ~9 grey levels) would give ~27 dB between two
+independent textures and pass a redrawn background; the 5x5 grid has std 18, which after bicubic
+upsampling is a texture of std ~15 and gives 21.4 dB mean, ~23.7 dB max between textures."""
 
 from __future__ import annotations
 
