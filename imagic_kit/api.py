@@ -92,7 +92,8 @@ def library_versions() -> dict[str, str]:
         try:
             out[key] = md.version(dist)
         except md.PackageNotFoundError:
-            pass
+            if key == "imagic_kit":  # a source checkout on PYTHONPATH, never installed
+                out[key] = "0.0.0+unknown"
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 PROG = "imagic-kit"
 #: The entry-point group that adds subcommands to ``imagic-kit``.
 COMMANDS_GROUP = "imagic_kit.commands"
+CORE_COMMANDS = ("edit", "list", "show-config", "recipe")
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,19 @@ def plugin_commands() -> tuple[Command, ...]:
 
     found = []
     for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name):
+        why = None
         try:
             command = ep.load()
         except Exception as e:  # a broken plugin must not take the editing commands down
-            print(f"{PROG}: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
-            continue
-        if isinstance(command, Command) and command.name == ep.name:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        else:
+            if not isinstance(command, Command) or command.name != ep.name:
+                why = f"{ep.value} is not an imagic_kit.cli.Command named {ep.name!r}"
+            elif ep.name in CORE_COMMANDS:
+                why = "the name of a core command"
+        if why:
+            print(f"{PROG}: warning: command {ep.name!r} left out ({why})", file=sys.stderr)
+        else:
             found.append(command)
     return tuple(found)
 
@@ -394,5 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted", 130)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m imagic_kit.cli: the package's module, so that its Command
+    from imagic_kit.cli import main as package_main  # class is the one the plugins build
+
+    sys.exit(package_main())

@@ -174,9 +174,14 @@ def variations_pipeline(name: str = "tiny-shapes", dtype: torch.dtype = torch.fl
         UNet2DConditionModel,
     )
 
-    text2img = embedded_path(name)
+    text2img, variations = embedded_path(name), embedded_path(name, "variations")
+    if not (text2img / "unet").is_dir() or not (variations / "image_encoder").is_dir():
+        raise ModelNotAvailableError(
+            f"the embedded model {name!r} has no image-variations parts in this install "
+            f"({variations.parent}); reinstall imagic-kit"
+        )
     return StableDiffusionImageVariationPipeline.from_pretrained(
-        str(embedded_path(name, "variations")),
+        str(variations),
         unet=UNet2DConditionModel.from_pretrained(text2img / "unet", torch_dtype=dtype),
         vae=AutoencoderKL.from_pretrained(text2img / "vae", torch_dtype=dtype),
         scheduler=DDIMScheduler.from_pretrained(text2img / "scheduler"),

@@ -11,12 +11,14 @@ from imagic_kit.bench.runner import (
     load_strip,
     parse_methods,
     read_results,
+    recipe_id,
     run_benchmark,
 )
 from imagic_kit.bench.suites import make_suite
 from imagic_kit.cli import main
 from imagic_kit.config import parse_sweep
 from imagic_kit.errors import ConfigError
+from imagic_kit.registry import make_config
 
 
 def test_runner_writes_rows_reports_and_resumes(tiny, tmp_path):
@@ -94,6 +96,10 @@ def test_set_applies_to_the_methods_that_have_the_field(tiny, tmp_path):
         limit=1,
     )
     assert {r["label"] for r in rows} == {"sdedit", "ddim@fast"}
+    edit0 = make_suite("quick", seed=1)["edits"][0]
+    want = make_config("sdedit", candidates=2, num_inference_steps=3)
+    sdedit = next(r for r in rows if r["label"] == "sdedit")
+    assert sdedit["recipe"] == recipe_id(tiny.model_id, want, 0, edit0)  # it reached sdedit
     plain = run_benchmark(
         tiny,
         make_suite("quick", seed=1),

@@ -343,3 +343,46 @@ def test_save_candidates_writes_the_ranked_candidates(capsys, tmp_path, scene_pa
         "imagic", "--sweep", "eta=0,1", "--save-candidates", "-o", str(out),
     )  # fmt: skip
     one_line_error(code, err, "--save-candidates writes the candidates of one edit")
+
+
+def test_registered_commands_plug_in_and_bad_ones_are_left_out(monkeypatch, capsys):
+    """Subcommands come from the entry-point group imagic_kit.commands: `bench` is there; one that
+    fails to load, is not a Command, or takes a core command's name is left out with a warning and
+    the others still work."""
+    import importlib.metadata
+
+    from imagic_kit import cli
+
+    assert "bench" in [c.name for c in cli.plugin_commands()]
+
+    class EP:
+        def __init__(self, name, obj):
+            self.name, self.value, self._obj = name, f"tests:{name}", obj
+
+        def load(self):
+            if isinstance(self._obj, Exception):
+                raise self._obj
+            return self._obj
+
+    def hello(args):
+        print("hello", args.who)
+        return 0
+
+    good = cli.Command("hello", "say hello", "Say hello.", lambda p: p.add_argument("who"), hello)
+    fake = [
+        EP("hello", good),
+        EP("broken", ImportError("no module named gradio")),
+        EP("odd", object()),
+        EP("edit", cli.Command("edit", "", "", lambda p: None, lambda a: 0)),
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: fake)
+    cli.plugin_commands.cache_clear()
+    try:
+        assert [c.name for c in cli.plugin_commands()] == ["hello"]
+        err = capsys.readouterr().err
+        assert "'broken' left out (no module named gradio)" in err
+        assert "'odd' left out" in err and "'edit' left out (the name of a core command)" in err
+        assert main(["hello", "world"]) == 0
+        assert "hello world" in capsys.readouterr().out
+    finally:
+        cli.plugin_commands.cache_clear()

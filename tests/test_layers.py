@@ -28,7 +28,7 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_the_resolver_sees_relative_absolute_and_nested_imports(tmp_path, monkeypatch):
+def test_the_resolver_sees_relative_absolute_and_nested_imports(monkeypatch):
     fake = PACKAGE / "methods" / "_probe.py"  # never written: parsed from text below
     monkeypatch.setattr(
         Path,

@@ -237,19 +237,11 @@ def run_benchmark(
     succeeds (what a perfect ranking would reach) and material to try other rankings on; every
     candidate's image is kept too (``images/<label>/<setting>/candidates/<edit>.png``, a lossless
     strip in drawing order; ``load_strip`` splits it), for measures candidates.csv does not hold."""
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    results = out / "results.csv"
-    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in _resumable(results)}
-    clip_path = backbone.extras.get("clip_path")
-    clip = load_clip(clip_path) if clip_path else None  # the one best-of-N ranks with, if any
     sweep = sweep or {}
     overrides = overrides or {}
-    edits = suite["edits"][:limit] if limit else suite["edits"]
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"shard {i}/{n} is impossible; use I/N with 0 <= I < N, e.g. 0/2 and 1/2")
-    edits = edits[i::n]
     fields_of = {m: {i.name: i for i in field_infos(get_method(m).config_cls)} for m, _ in methods}
     for kind, keys in (("--set", overrides), ("--sweep", sweep)):
         unknown = [k for k in keys if not any(k in f for f in fields_of.values())]
@@ -258,6 +250,14 @@ def run_benchmark(
                 f"{kind} key(s) {', '.join(unknown)} belong to none of the methods benchmarked "
                 f"({', '.join(fields_of)}); see `imagic-kit show-config METHOD`"
             )
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    results = out / "results.csv"
+    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in _resumable(results)}
+    clip_path = backbone.extras.get("clip_path")
+    clip = load_clip(clip_path) if clip_path else None  # the one best-of-N ranks with, if any
+    edits = suite["edits"][:limit] if limit else suite["edits"]
+    edits = edits[i::n]
     plans = []
     for method, preset in methods:
         spec = get_method(method)
