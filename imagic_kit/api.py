@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .artifacts import Fit
+from .artifacts import Fit, check_save_target
 from .backbone import Backbone
 from .config import to_dict
-from .errors import ConfigError, OutOfMemoryError
+from .errors import ArtifactMismatchError, ConfigError, OutOfMemoryError
 from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
 from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
@@ -97,9 +97,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def check_inputs(
-    spec: MethodSpec, backbone: Backbone, images: list[Any], prompt: Any, source_prompt: Any
-) -> None:
+def check_request(spec: MethodSpec, images: list[Any], prompt: Any, source_prompt: Any) -> None:
+    """The checks that need no model: the prompt, the source prompt, the number of images."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(
             "the prompt is empty: say what the edited image should show, e.g. --prompt 'a blue circle'"
@@ -118,6 +117,12 @@ def check_inputs(
             else f"{spec.min_images} to {spec.max_images}"
         )
         raise ConfigError(f"method {spec.name!r} takes {want} input image(s), got {n}")
+
+
+def check_inputs(
+    spec: MethodSpec, backbone: Backbone, images: list[Any], prompt: Any, source_prompt: Any
+) -> None:
+    check_request(spec, images, prompt, source_prompt)
     missing = [c for c in spec.requires if getattr(backbone, c, None) is None]
     if missing:
         raise ConfigError(
@@ -178,8 +183,10 @@ def edit(
         source_prompt = None
     if seed is None:
         seed = secrets.randbelow(2**31)
-    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63-1]")
+    if save_artifacts is not None:  # found now, not after the fit
+        check_save_target(save_artifacts)
 
     # 2. load and normalise the image(s)
     pils = [
@@ -234,7 +241,17 @@ def edit(
             fit.save(save_artifacts)
         # 4. draw, 5. select
         t0 = time.perf_counter()
-        generated = draw(spec, backbone, fit, inputs, cfg, seed, prog)
+        try:
+            generated = draw(spec, backbone, fit, inputs, cfg, seed, prog)
+        except (RuntimeError, ValueError) as e:
+            if not reused or isinstance(e, _TorchOOM):
+                raise
+            # a saved fit whose tensors do not fit this model (shapes, keys): the method's tensor
+            # ops fail; say so instead of a traceback
+            raise ArtifactMismatchError(
+                f"the saved fit does not fit this model or method ({str(e).splitlines()[0][:120]}); "
+                "refit without --artifacts"
+            ) from None
         timings["sample_s"] = time.perf_counter() - t0
         chosen = select(generated, inputs.pixels[:1], inputs.prompt, cfg, clip_path)
         timings["sample_s"] += chosen.timings["restore_s"]  # the restore counts as sampling

@@ -13,8 +13,10 @@ method's fit depends on (e.g. Imagic's target prompt) all match; the error names
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +25,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ArtifactMismatchError
-from .imaging import _default_mode
+from .errors import ArtifactMismatchError, ConfigError
+from .imaging import _default_mode, json_text
 from .lora import LoraSpec, read_lora, save_lora
+from .paths import check_writable_folder
 
 FORMAT_VERSION = 1
+EMBEDDINGS, LORA, UNET = "embeddings.safetensors", "unet_lora.safetensors", "unet.safetensors"
 
 
 @dataclass
@@ -52,45 +56,112 @@ class Fit:
     # --- persistence -----------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike) -> Path:
+        """Write the fit to ``folder`` as a whole: the files go to a temporary folder beside it,
+        which then takes its place, so a crash leaves the previous fit or the new one, never a mix.
+        ``run.json`` lists every file with its SHA-256, which :meth:`load` checks."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"format_version": FORMAT_VERSION, **self.meta}
-        if self.tensors:
-            _atomic(
-                folder / "embeddings.safetensors", lambda p: save_file(_cpu(self.tensors), str(p))
-            )
-        if self.lora is not None:
-            assert self.lora_spec is not None
-            _atomic(
-                folder / "unet_lora.safetensors", lambda p: save_lora(p, self.lora, self.lora_spec)
-            )
-        if self.unet_state is not None:
-            _atomic(folder / "unet.safetensors", lambda p: save_file(_cpu(self.unet_state), str(p)))
-        text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-        _atomic(folder / "run.json", lambda p: Path(p).write_text(text))
+        check_save_target(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        try:
+            files: dict[str, dict[str, Any]] = {}
+
+            def put(name: str, write) -> None:
+                write(str(tmp / name))
+                files[name] = {"sha256": _sha256(tmp / name)}
+
+            if self.tensors:
+                put(EMBEDDINGS, lambda p: save_file(_cpu(self.tensors), p))
+            if self.lora is not None:
+                assert self.lora_spec is not None
+                put(LORA, lambda p: save_lora(p, self.lora, self.lora_spec))
+            if self.unet_state is not None:
+                put(UNET, lambda p: save_file(_cpu(self.unet_state), p))
+            meta = {"format_version": FORMAT_VERSION, **self.meta, "files": files}
+            (tmp / "run.json").write_text(json_text(meta))
+            for p in tmp.iterdir():
+                os.chmod(p, _default_mode())
+            os.chmod(tmp, 0o777 & ~_umask())
+            _replace_folder(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Fit:
+        """Read a fit written by :meth:`save`, refusing one that is damaged or not a fit: each file
+        must match the SHA-256 ``run.json`` lists for it (a fit saved before the list existed is
+        read without that check), every tensor must load and be finite."""
         folder = Path(folder)
         run = folder / "run.json"
+        if not folder.is_dir():
+            raise ArtifactMismatchError(
+                f"artifacts folder '{folder}' does not exist; pass a folder written by --save-artifacts"
+            )
         if not run.is_file():
             raise ArtifactMismatchError(
                 f"artifacts folder '{folder}' has no run.json; pass a folder written by --save-artifacts"
             )
         try:
             meta = json.loads(run.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactMismatchError(
-                f"'{run}' is not valid JSON ({e}); refit with --save-artifacts"
+                f"'{run}' is not valid JSON ({str(e).splitlines()[0]}); refit with --save-artifacts"
             ) from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("method"), str):
+            raise ArtifactMismatchError(
+                f"'{run}' is not the run.json of a saved fit (no method recorded); refit with "
+                "--save-artifacts"
+            )
+        listed = meta.get("files")
+        if listed is not None and not isinstance(listed, dict):
+            raise ArtifactMismatchError(
+                f"'{run}' lists its files wrongly; refit with --save-artifacts"
+            )
         fit = cls(meta=meta)
-        if (p := folder / "embeddings.safetensors").is_file():
-            fit.tensors = load_file(str(p))
-        if (p := folder / "unet_lora.safetensors").is_file():
-            fit.lora, fit.lora_spec = read_lora(p)
-        if (p := folder / "unet.safetensors").is_file():
-            fit.unet_state = load_file(str(p))
+        for name in (EMBEDDINGS, LORA, UNET):
+            path = folder / name
+            if listed is not None:
+                if name not in listed:
+                    continue
+                if not path.is_file():
+                    raise ArtifactMismatchError(
+                        f"the artifacts in '{folder}' lack {name}, which run.json lists; the folder "
+                        "is incomplete: refit with --save-artifacts"
+                    )
+                if _sha256(path) != str((listed[name] or {}).get("sha256")):
+                    raise ArtifactMismatchError(
+                        f"'{path}' is not the file its run.json was saved with (damaged or "
+                        "replaced); refit with --save-artifacts"
+                    )
+            elif not path.is_file():
+                continue
+            try:
+                if name == LORA:
+                    fit.lora, fit.lora_spec = read_lora(path)
+                    tensors = fit.lora
+                else:
+                    tensors = load_file(str(path))
+                    if name == EMBEDDINGS:
+                        fit.tensors = tensors
+                    else:
+                        fit.unet_state = tensors
+            except Exception as e:  # safetensors header errors, bad LoRA metadata, I/O errors
+                raise ArtifactMismatchError(
+                    f"'{path}' cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                    "refit with --save-artifacts"
+                ) from None
+            bad = [
+                k
+                for k, v in tensors.items()
+                if v.is_floating_point() and not torch.isfinite(v).all()
+            ]
+            if bad:
+                raise ArtifactMismatchError(
+                    f"'{path}' holds NaN or infinite values ({', '.join(bad[:3])}); refit with "
+                    "--save-artifacts"
+                )
         return fit
 
     def check_compatible(self, expected: dict[str, Any]) -> None:
@@ -123,14 +194,44 @@ def _cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in d.items()}
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+def check_save_target(folder: str | os.PathLike) -> Path:
+    """``folder`` can take a saved fit: it is new, empty, or holds a previous fit (which a save
+    replaces as a whole). A folder holding anything else is refused: saving would delete it."""
+    folder = check_writable_folder(folder, "the artifacts folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "run.json").is_file():
+        raise ConfigError(
+            f"the artifacts folder '{folder}' holds other files and no saved fit; saving would "
+            "replace them: choose a new or empty folder"
+        )
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Put ``new`` in the place of ``folder`` (which may not exist): the old one is moved aside,
+    the new one renamed into place, the old one deleted."""
+    if not folder.exists():
+        os.replace(new, folder)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    os.rmdir(old)
+    os.replace(folder, old)
     try:
-        write(tmp)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
+        os.replace(new, folder)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        os.replace(old, folder)  # put the previous fit back
         raise
+    shutil.rmtree(old, ignore_errors=True)

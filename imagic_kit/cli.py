@@ -248,15 +248,23 @@ def cmd_recipe(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    from .config import parse_set_args
+    import math
+
+    from .api import check_request
+    from .artifacts import check_save_target
+    from .config import field_infos, parse_set_args, parse_sweep, parse_value
     from .errors import ConfigError
+    from .imaging import load_image
+    from .paths import check_not_inputs, check_writable_file
     from .registry import get_method, make_config
+    from .selection import images_per_prompt
     from .threads import configure_threads
 
-    # Validate cheap things before loading a model.
+    # Validate everything that can be checked before loading a model and fitting.
     spec = get_method(args.method)
     overrides = parse_set_args(args.set)
-    make_config(args.method, None, args.preset, **overrides)
+    cfg = make_config(args.method, None, args.preset, **overrides)
+    check_request(spec, args.image, args.prompt, args.source_prompt)
     if (
         args.artifacts
         and args.save_artifacts
@@ -269,34 +277,51 @@ def cmd_edit(args) -> int:
         raise ConfigError(
             "--save-candidates writes the candidates of one edit, not of a --sweep; drop one of them"
         )
-    for img in args.image:
-        if not Path(img).is_file():
-            raise ConfigError(f"--image '{img}' does not exist; check the path")
+    for i, img in enumerate(args.image):  # missing, a folder, corrupt, too large: one line each
+        load_image(img, name=f"--image {i + 1}" if len(args.image) > 1 else "--image")
     out = Path(args.output) if args.output else Path(f"{Path(args.image[0]).stem}-{spec.name}.png")
     if out.suffix.lower() != ".png":
         raise ConfigError(
             f"--output '{out}' must end in .png (the recipe is stored in PNG metadata)"
         )
-    n = configure_threads(args.threads)
-
-    from .api import edit
-    from .models import load_backbone
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
 
     sweep = {}
     if args.sweep:
-        from .config import field_infos, parse_sweep, parse_value
-
         infos = {i.name: i for i in field_infos(spec.config_cls)}
         for key, values in parse_sweep(args.sweep).items():
             if key not in infos:
                 raise ConfigError(
                     f"--sweep {key}: not a field of {spec.name!r}; valid keys: {', '.join(infos)}"
                 )
-            sweep[key] = [parse_value(infos[key], v) for v in values]
+            sweep[key] = [parse_value(infos[key], v, where=" (in --sweep)") for v in values]
             for v in sweep[key]:
                 make_config(
                     args.method, None, args.preset, **{**overrides, key: v}
                 )  # range check up front
+    extra = max(math.prod(len(v) for v in sweep.values()) if sweep else 0, images_per_prompt(cfg))
+    outputs = [out, *(out.with_name(f"{out.stem}-{i}.png") for i in range(extra))]
+    if args.save_candidates:
+        outputs.append(out.with_name(f"{out.stem}-candidates.png"))
+    for path in outputs:
+        check_writable_file(path, "--output")
+    check_not_inputs(outputs, args.image, "--output")
+    if args.save_artifacts:
+        check_save_target(args.save_artifacts)
+    if args.artifacts and not Path(args.artifacts).is_dir():
+        raise ConfigError(
+            f"--artifacts '{args.artifacts}' is not a folder; pass a folder written by --save-artifacts"
+        )
+    n = configure_threads(args.threads)
+    if args.quiet:
+        from .progress import silence_library_bars
+
+        silence_library_bars()
+
+    from .api import edit
+    from .models import load_backbone
+
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
     images = args.image if len(args.image) > 1 else args.image[0]
     common = dict(

@@ -12,6 +12,7 @@ are reused whenever only sample-stage fields differ.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import MISSING, dataclass, fields
 from importlib import resources
@@ -23,6 +24,7 @@ import yaml
 from .errors import ConfigError
 
 Stage = typing.Literal["fit", "sample"]
+_NON_FINITE = ("nan", "inf", "infinity")
 
 
 def param(
@@ -128,20 +130,28 @@ def parse_value(info: FieldInfo, raw: Any, *, where: str = "") -> Any:
         if tp is int:
             if isinstance(raw, bool):
                 raise ValueError
-            if isinstance(raw, float) and not raw.is_integer():
+            if isinstance(raw, float) and not raw.is_integer():  # nan and inf included
+                raise ValueError
+            if isinstance(raw, str) and raw.strip().lower().lstrip("+-") in _NON_FINITE:
                 raise ValueError
             return int(float(raw)) if isinstance(raw, str) and "e" in raw.lower() else int(raw)
         if tp is float:
             if isinstance(raw, bool):
                 raise ValueError
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ConfigError(
+                    f"{label}: must be a finite number (not nan or inf); fix the value (see "
+                    "`imagic-kit show-config`)"
+                )
+            return value
         if tp is list:
             if isinstance(raw, list):
                 return list(raw)
             return [s.strip() for s in str(raw).split(",") if s.strip()]
         if tp is str:
             return str(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"{label}: expected {getattr(tp, '__name__', tp)}; fix the value (see `imagic-kit show-config`)"
         ) from None
@@ -149,10 +159,23 @@ def parse_value(info: FieldInfo, raw: Any, *, where: str = "") -> Any:
 
 
 def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
+    """Raise :class:`ConfigError` when ``value`` is not allowed for the field: None where a value is
+    required, outside ``choices``, out of [min, max], or not finite (NaN compares false with every
+    bound, so it is refused on its own)."""
     if value is None:
         if not _allows_none(info.type):
             raise ConfigError(f"{info.name}=None{where}: a value is required")
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(
+            f"{info.name}={value!r}{where}: must be a finite number (not nan or inf); fix the value"
+        )
+    tp = _base_type(info.type)
+    if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ConfigError(
+            f"{info.name}={value!r}{where}: expected {tp.__name__}; fix the value (see "
+            "`imagic-kit show-config`)"
+        )
     if info.choices is not None and value not in info.choices:
         raise ConfigError(
             f"{info.name}={value!r}{where} is not allowed; choose one of: {', '.join(map(str, info.choices))}"

@@ -162,6 +162,22 @@ def image_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """JSON of ``obj`` (keys sorted) that is always valid JSON: non-finite floats, which
+    ``json.dumps`` would write as the invalid tokens NaN and Infinity, become strings."""
+    return json.dumps(_finite(obj), indent=indent, sort_keys=True, default=str, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def save_png(
     img: Image.Image, path: str | os.PathLike, recipe: dict[str, Any] | None = None
 ) -> Path:
@@ -174,7 +190,7 @@ def save_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
     if recipe is not None:
-        info.add_text(RECIPE_KEY, json.dumps(recipe, sort_keys=True, default=str))
+        info.add_text(RECIPE_KEY, json_text(recipe, indent=None))
         if "prompt" in recipe:
             info.add_text("Description", str(recipe["prompt"]))
         info.add_text(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,7 @@ def _from_pretrained(
         index = _model_index(model, revision, local_files_only)
         if "safety_checker" in index:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        pipe = DiffusionPipeline.from_pretrained(model, **kwargs)
+        pipe = _load_preferring_safetensors(DiffusionPipeline, model, kwargs)
     except ModelNotAvailableError:
         raise
     except (OSError, ValueError, EnvironmentError) as e:  # noqa: UP024 - hub errors subclass OSError
@@ -263,6 +264,23 @@ def _from_pretrained(
             raise _not_available(model, e) from None
         raise
     return from_components(dict(pipe.components), model_id=model, revision=revision)
+
+
+def _load_preferring_safetensors(pipeline_cls, model: str, kwargs: dict[str, Any]):
+    """Load with safetensors weights only; when the model has none, say so and load its pickle
+    (``.bin``) weights, which can run code when read: load those only from sources you trust."""
+    try:
+        return pipeline_cls.from_pretrained(model, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as e:
+        if "safetensors" not in str(e).lower():
+            raise
+    warnings.warn(
+        f"model {model!r} has no safetensors weights; loading its pickle (.bin) weights, which "
+        "can run code when read: use them only from a source you trust (convert them with "
+        "pipe.save_pretrained(DIR) to get safetensors)",
+        stacklevel=3,
+    )
+    return pipeline_cls.from_pretrained(model, **kwargs)  # each part's safetensors, else .bin
 
 
 def _model_index(model: str, revision: str | None, local_files_only: bool) -> dict[str, Any]:

@@ -61,3 +61,15 @@ class ProgressOptions:
 
 
 SILENT = ProgressOptions(enabled=False)
+
+
+def silence_library_bars() -> None:
+    """Turn off the loading bars of diffusers, transformers and the hub (``--quiet``)."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()

@@ -36,15 +36,22 @@ class Schedule:
 
 
 def schedule(backbone: Backbone, num_inference_steps: int, strength: float = 1.0) -> Schedule:
-    """The DDIM schedule; ``strength`` < 1 keeps only the last ``round(n * strength)`` steps (SDEdit)."""
+    """The DDIM schedule; ``strength`` < 1 keeps only the last ``round(n * strength)`` steps (SDEdit).
+
+    Timesteps the scheduler places outside the model's training range are dropped, as are
+    repeats: with ``steps_offset=1`` and "leading" spacing (the SD configuration) diffusers asks
+    1000 steps of a 1000-timestep model to start at t = 1000, one past the last one trained, so
+    that run takes the 999 valid ones."""
     if num_inference_steps < 1:
         raise ValueError("num_inference_steps must be at least 1")
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength={strength} must be in (0, 1]")
     sch = backbone.scheduler
     sch.set_timesteps(num_inference_steps)
-    ts = [int(t) for t in sch.timesteps]
-    keep = min(max(int(round(num_inference_steps * strength)), 1), num_inference_steps)
+    top = backbone.num_train_timesteps
+    ts = list(dict.fromkeys(int(t) for t in sch.timesteps if 0 <= int(t) < top))
+    n = len(ts)
+    keep = min(max(int(round(n * strength)), 1), n)
     final = getattr(sch, "final_alpha_cumprod", None)
     final_alpha = float(final) if final is not None else float(backbone.alphas_cumprod[0])
     return Schedule(ts, len(ts) - keep, final_alpha)

@@ -43,6 +43,10 @@ def configure_threads(num_threads: int | None = None) -> int:
     global _configured
     import torch
 
+    if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
+        from .errors import ConfigError
+
+        raise ConfigError(f"threads={num_threads!r}: give at least 1 (or None for the default)")
     n = num_threads or default_num_threads()
     if _configured != n:
         torch.set_num_threads(n)

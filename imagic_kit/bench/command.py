@@ -70,18 +70,33 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import parse_set_args, parse_sweep
+    from ..errors import ConfigError
     from ..models import load_backbone
+    from ..paths import check_writable_folder
     from ..threads import configure_threads
     from .report import write_report
-    from .runner import parse_methods, run_benchmark
+    from .runner import check_plan, parse_methods, run_benchmark
     from .suites import load_suite
 
+    # everything that can be refused is refused before the model loads
     methods = parse_methods(args.methods)
     sweep = parse_sweep(args.sweep)
     overrides = parse_set_args(args.set)
     shard = _parse_shard(args.shard)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: give at least 1 edit (or leave it out)")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
     suite = load_suite(args.suite, args.suite_seed)
+    check_plan(suite, methods, sweep, overrides, limit=args.limit, shard=shard)
+    check_writable_folder(args.out, "--out")
     configure_threads(args.threads)
+    if args.quiet:
+        from ..progress import silence_library_bars
+
+        silence_library_bars()
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
     rows = run_benchmark(
         backbone,

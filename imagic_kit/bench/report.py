@@ -308,7 +308,8 @@ def write_report(
     text = summary_markdown(summary, title)
     if (out / "candidates.csv").is_file():
         with (out / "candidates.csv").open(newline="") as f:
-            cands = list(csv.DictReader(f))
+            # a row cut short (a run stopped while writing it) is left out
+            cands = [c for c in csv.DictReader(f) if None not in c and None not in c.values()]
         if cands:
             text += candidates_markdown(cands, rows)
     (out / "summary.md").write_text(text)

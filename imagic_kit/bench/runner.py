@@ -29,6 +29,7 @@ from ..clip_score import load_clip
 from ..config import field_infos, parse_value, to_dict
 from ..errors import ConfigError
 from ..imaging import save_png
+from ..paths import safe_name
 from ..progress import ProgressOptions
 from ..registry import get_method, make_config
 from .metrics import evaluate_edit
@@ -172,10 +173,54 @@ def recipe_id(model_id: str, config: Any, seed: int, edit_spec: dict[str, Any]) 
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a results (or candidates) CSV; a row cut short is left out."""
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if _complete(r)]
+
+
+def _complete(row: dict) -> bool:
+    return None not in row and all(v is not None for v in row.values())
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a partial last row (a run stopped while writing it: power loss, a full disk) off
+    ``path``, so that appending does not glue the next row to it. The edit it belonged to has no
+    complete row, so the resumed run redoes it."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        keep = 0
+        step = 1 << 16
+        pos = size
+        while pos > 0 and not keep:  # the last newline, read backwards in blocks
+            pos = max(0, pos - step)
+            f.seek(pos)
+            block = f.read(min(step, size - pos))
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = pos + cut + 1
+        f.truncate(keep)
+    print(
+        f"imagic-kit: warning: {path} ended in a partial row ({size - keep} bytes, a run stopped "
+        "while writing it); dropped it, its edit will be redone",
+        file=sys.stderr,
+    )
+
+
+def _write_row(f, writer: csv.DictWriter, row: dict[str, Any]) -> None:
+    """One row as one write, flushed to disk: shards appending to one file never interleave
+    within a row, and a finished row survives a crash."""
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=writer.fieldnames).writerow(row)
+    f.write(buf.getvalue())
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _start_csv(path: Path, fields: list[str]) -> None:
@@ -190,6 +235,7 @@ def _start_csv(path: Path, fields: list[str]) -> None:
         with path.open(newline="") as f:
             if next(csv.reader(f), None) not in (None, fields):
                 raise _other_version(path) from None
+        _repair_tail(path)
 
 
 def _other_version(path: Path) -> ConfigError:
@@ -208,7 +254,45 @@ def _resumable(results: Path) -> list[dict[str, str]]:
         reader = csv.DictReader(f)
         if reader.fieldnames is not None and reader.fieldnames != FIELDS:
             raise _other_version(results)
-        return list(reader)
+        return [r for r in reader if _complete(r)]
+
+
+def check_plan(
+    suite: dict[str, Any],
+    methods: list[tuple[str, str | None]],
+    sweep: dict[str, list[str]],
+    overrides: dict[str, str],
+    *,
+    limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> dict[str, dict[str, Any]]:
+    """Refuse, before a model is loaded or a file written, what the run could not do: a shard
+    that does not exist, a limit under 1, edit ids that cannot name files, ``--set`` / ``--sweep``
+    keys that no method has. Returns each method's fields."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"shard {i}/{n} is impossible; use I/N with 0 <= I < N, e.g. 0/2 and 1/2")
+    ids = [safe_name(e.get("id"), "edit id") for e in suite["edits"]]  # they become file names
+    if len(set(ids)) != len(ids):
+        raise ConfigError("the suite uses an edit id twice; give every edit its own id")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit {limit}: give at least 1 edit (or no limit for the whole suite)")
+    fields_of = {m: {i.name: i for i in field_infos(get_method(m).config_cls)} for m, _ in methods}
+    for kind, keys in (("--set", overrides), ("--sweep", sweep)):
+        unknown = [k for k in keys if not any(k in f for f in fields_of.values())]
+        if unknown:
+            raise ConfigError(
+                f"{kind} key(s) {', '.join(unknown)} belong to none of the methods benchmarked "
+                f"({', '.join(fields_of)}); see `imagic-kit show-config METHOD`"
+            )
+    for method, preset in methods:  # every value in range, for every method that takes it
+        infos = fields_of[method]
+        own = {k: v for k, v in overrides.items() if k in infos}
+        make_config(method, None, preset, **own)
+        for key in (k for k in sweep if k in infos):
+            for value in sweep[key]:
+                make_config(method, None, preset, **{**own, key: value})
+    return fields_of
 
 
 def run_benchmark(
@@ -239,17 +323,10 @@ def run_benchmark(
     strip in drawing order; ``load_strip`` splits it), for measures candidates.csv does not hold."""
     sweep = sweep or {}
     overrides = overrides or {}
+    fields_of = check_plan(suite, methods, sweep, overrides, limit=limit, shard=shard)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed {seed!r} must be an integer in [0, 2**63-1]")
     i, n = shard
-    if not (n >= 1 and 0 <= i < n):
-        raise ConfigError(f"shard {i}/{n} is impossible; use I/N with 0 <= I < N, e.g. 0/2 and 1/2")
-    fields_of = {m: {i.name: i for i in field_infos(get_method(m).config_cls)} for m, _ in methods}
-    for kind, keys in (("--set", overrides), ("--sweep", sweep)):
-        unknown = [k for k in keys if not any(k in f for f in fields_of.values())]
-        if unknown:
-            raise ConfigError(
-                f"{kind} key(s) {', '.join(unknown)} belong to none of the methods benchmarked "
-                f"({', '.join(fields_of)}); see `imagic-kit show-config METHOD`"
-            )
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -351,8 +428,7 @@ def run_benchmark(
                     # before the results row: an edit that counts as done has its candidates
                     _save_strip(r.candidates, img_path.parent / "candidates" / img_path.name)
                     _judge_candidates(cand_file, row, r, src, e)
-                writer.writerow(row)
-                f.flush()
+                _write_row(f, writer, row)
                 bar.update(success=int(m["success"]))
     bar.close()
     return read_results(results)
@@ -407,6 +483,7 @@ def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None
     csv.DictWriter(buf, fieldnames=CANDIDATE_FIELDS).writerows(lines)
     f.write(buf.getvalue())
     f.flush()
+    os.fsync(f.fileno())
 
 
 def _safe(s: str) -> str:

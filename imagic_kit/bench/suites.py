@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
+from ..imaging import load_image
+from ..paths import safe_name
 from ..shapes import BACKGROUNDS, COLOURS, SHAPES, Scene, caption, random_scene, render
 
 KINDS = ("colour", "shape", "background", "two")
@@ -76,7 +78,12 @@ def make_suite(name: str = "quick", seed: int = 0, per_kind: int | None = None) 
 
 
 def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
-    """``"quick"`` / ``"full"`` (generated from ``seed``) or a path to a suite JSON file."""
+    """``"quick"`` / ``"full"`` (generated from ``seed``) or a path to a suite JSON file.
+
+    A file is checked whole before anything runs, and every problem is a one-line error: an edit's
+    id becomes a file name, so it must be a safe name (``paths.SAFE_NAME``) and unique; targets
+    and changes must name the world's attributes; a scene must render; an image must load through
+    the toolkit's image loader (relative paths are read against the suite file's folder)."""
     if str(spec) in SIZES:
         return make_suite(str(spec), seed)
     path = Path(spec)
@@ -86,23 +93,59 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
         )
     try:
         suite = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"suite file '{path}' is not valid JSON ({e})") from None
-    for k, e in enumerate(suite.get("edits", [])):
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"suite file '{path}' is not valid JSON ({str(e).splitlines()[0]})"
+        ) from None
+    edits = suite.get("edits") if isinstance(suite, dict) else None
+    if not isinstance(edits, list) or not edits:
+        raise ConfigError(
+            f"suite file '{path}' needs a non-empty list \"edits\" (see `make_suite`)"
+        )
+    seen: set[str] = set()
+    for k, e in enumerate(edits):
+        where = f"suite '{path}' edit {k}"
+        if not isinstance(e, dict):
+            raise ConfigError(f"{where}: each edit must be an object")
         missing = [f for f in ("id", "prompt", "target", "changes") if f not in e]
         if missing or ("scene" not in e and "image" not in e):
-            raise ConfigError(
-                f"suite '{path}' edit {k}: missing {', '.join(missing) or 'scene or image'}"
-            )
-        if "image" in e and not Path(e["image"]).is_absolute():
-            e["image"] = str((path.parent / e["image"]).resolve())
+            raise ConfigError(f"{where}: missing {', '.join(missing) or 'scene or image'}")
+        e["id"] = safe_name(e["id"], f"{where}: id")
+        if e["id"] in seen:
+            raise ConfigError(f"{where}: id {e['id']!r} is used twice; give every edit its own id")
+        seen.add(e["id"])
+        where = f"suite '{path}' edit {e['id']!r}"
+        if not isinstance(e["prompt"], str) or not e["prompt"].strip():
+            raise ConfigError(f"{where}: the prompt is empty")
+        target, changes = e["target"], e["changes"]
+        if not isinstance(target, dict) or set(target) != set(ATTRS):
+            raise ConfigError(f"{where}: target must give {', '.join(ATTRS)}")
+        for attr, value in target.items():
+            if value not in ATTRS[attr]:
+                raise ConfigError(
+                    f"{where}: target {attr} {value!r} is not one of {', '.join(ATTRS[attr])}"
+                )
+        if not isinstance(changes, list) or not all(c in ATTRS for c in changes):
+            raise ConfigError(f"{where}: changes must list attributes among {', '.join(ATTRS)}")
+        if "scene" in e:
+            try:
+                render(Scene(**e["scene"]))
+            except (TypeError, ValueError, KeyError) as err:
+                raise ConfigError(f"{where}: the scene cannot be drawn ({err})") from None
+        else:
+            image = Path(str(e["image"]))
+            if not image.is_absolute():
+                image = (path.parent / image).resolve()
+            e["image"] = str(image)
+            load_image(image, name=f"{where}: image")
     return suite
 
 
 def source_image(edit: dict[str, Any]) -> Image.Image:
+    """The edit's input: its scene drawn, or its image read through the toolkit's image loader."""
     if "scene" in edit:
         return render(Scene(**edit["scene"]))[0]
-    return Image.open(edit["image"]).convert("RGB")
+    return load_image(edit["image"], name=f"edit {edit['id']!r}: image")
 
 
 def save_suite(suite: dict[str, Any], path: str | Path) -> Path:
