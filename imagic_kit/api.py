@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from . import selection
 from .artifacts import Fit, check_save_target
 from .backbone import Backbone
 from .config import to_dict
@@ -99,7 +101,9 @@ def library_versions() -> dict[str, str]:
 
 def check_request(spec: MethodSpec, images: list[Any], prompt: Any, source_prompt: Any) -> None:
     """The checks that need no model: the prompt, the source prompt, the number of images."""
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str):
+        raise ConfigError(f"the prompt must be text, got {type(prompt).__name__}")
+    if not prompt.strip():
         raise ConfigError(
             "the prompt is empty: say what the edited image should show, e.g. --prompt 'a blue circle'"
         )
@@ -173,10 +177,21 @@ def edit(
     config used, the seed, timings (``fit_s``, ``sample_s``) and the recipe written into PNGs.
     """
     # 1. check the inputs
+    if not isinstance(backbone, Backbone):
+        raise ConfigError(
+            f"backbone must be a Backbone from load_backbone(...), got {type(backbone).__name__}; "
+            "e.g. edit(load_backbone('tiny-shapes'), ...)"
+        )
+    for name, value in (("artifacts", artifacts), ("save_artifacts", save_artifacts)):
+        if value is not None and not isinstance(value, str | os.PathLike | Fit):
+            raise ConfigError(f"{name} must be a folder path or a Fit, got {type(value).__name__}")
+    if isinstance(save_artifacts, Fit):
+        raise ConfigError("save_artifacts must be a folder path")
     spec = get_method(method)
     cfg = make_config(method, config, preset, **overrides)
     sources = list(image) if isinstance(image, list | tuple) else [image]
     check_inputs(spec, backbone, sources, prompt, source_prompt)
+    selection.check_rank_clip(cfg)
     prompt = prompt.strip()
     source_prompt = source_prompt.strip() if source_prompt and source_prompt.strip() else None
     if spec.source_prompt == "unused":

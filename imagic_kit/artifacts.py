@@ -30,8 +30,10 @@ from .imaging import _default_mode, json_text
 from .lora import LoraSpec, read_lora, save_lora
 from .paths import check_writable_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: run.json lists every file with its SHA-256
 EMBEDDINGS, LORA, UNET = "embeddings.safetensors", "unet_lora.safetensors", "unet.safetensors"
+#: Everything a saved fit's folder may hold.
+FIT_FILES = ("run.json", EMBEDDINGS, LORA, UNET)
 
 
 @dataclass
@@ -91,8 +93,8 @@ class Fit:
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Fit:
         """Read a fit written by :meth:`save`, refusing one that is damaged or not a fit: each file
-        must match the SHA-256 ``run.json`` lists for it (a fit saved before the list existed is
-        read without that check), every tensor must load and be finite."""
+        must be listed in ``run.json`` and match the SHA-256 listed for it, every tensor must load
+        and be finite."""
         folder = Path(folder)
         run = folder / "run.json"
         if not folder.is_dir():
@@ -105,38 +107,53 @@ class Fit:
             )
         try:
             meta = json.loads(run.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ArtifactMismatchError(
-                f"'{run}' is not valid JSON ({str(e).splitlines()[0]}); refit with --save-artifacts"
+                f"'{run}' is not valid JSON ({why}); refit with --save-artifacts"
             ) from None
         if not isinstance(meta, dict) or not isinstance(meta.get("method"), str):
             raise ArtifactMismatchError(
                 f"'{run}' is not the run.json of a saved fit (no method recorded); refit with "
                 "--save-artifacts"
             )
-        listed = meta.get("files")
-        if listed is not None and not isinstance(listed, dict):
+        if meta.get("format_version") != FORMAT_VERSION:
             raise ArtifactMismatchError(
-                f"'{run}' lists its files wrongly; refit with --save-artifacts"
+                f"'{folder}' was saved in fit format {meta.get('format_version')!r}; this version "
+                f"reads format {FORMAT_VERSION} (which lists each file's checksum): refit with "
+                "--save-artifacts"
+            )
+        listed = meta.get("files")
+        if (
+            not isinstance(listed, dict)
+            or not set(listed) <= set(FIT_FILES[1:])
+            or not all(
+                isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in listed.values()
+            )
+        ):
+            raise ArtifactMismatchError(
+                f"'{run}' does not list its files as a saved fit does; refit with --save-artifacts"
             )
         fit = cls(meta=meta)
         for name in (EMBEDDINGS, LORA, UNET):
             path = folder / name
-            if listed is not None:
-                if name not in listed:
-                    continue
-                if not path.is_file():
+            if name not in listed:
+                if path.exists():
                     raise ArtifactMismatchError(
-                        f"the artifacts in '{folder}' lack {name}, which run.json lists; the folder "
-                        "is incomplete: refit with --save-artifacts"
+                        f"'{path}' is not listed in its run.json: the folder mixes two fits; "
+                        "refit with --save-artifacts"
                     )
-                if _sha256(path) != str((listed[name] or {}).get("sha256")):
-                    raise ArtifactMismatchError(
-                        f"'{path}' is not the file its run.json was saved with (damaged or "
-                        "replaced); refit with --save-artifacts"
-                    )
-            elif not path.is_file():
                 continue
+            if not path.is_file():
+                raise ArtifactMismatchError(
+                    f"the artifacts in '{folder}' lack {name}, which run.json lists; the folder "
+                    "is incomplete: refit with --save-artifacts"
+                )
+            if _sha256(path) != listed[name]["sha256"]:
+                raise ArtifactMismatchError(
+                    f"'{path}' is not the file its run.json was saved with (damaged or "
+                    "replaced); refit with --save-artifacts"
+                )
             try:
                 if name == LORA:
                     fit.lora, fit.lora_spec = read_lora(path)
@@ -198,11 +215,13 @@ def check_save_target(folder: str | os.PathLike) -> Path:
     """``folder`` can take a saved fit: it is new, empty, or holds a previous fit (which a save
     replaces as a whole). A folder holding anything else is refused: saving would delete it."""
     folder = check_writable_folder(folder, "the artifacts folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / "run.json").is_file():
-        raise ConfigError(
-            f"the artifacts folder '{folder}' holds other files and no saved fit; saving would "
-            "replace them: choose a new or empty folder"
-        )
+    if folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if p.name not in FIT_FILES)
+        if other:
+            raise ConfigError(
+                f"the artifacts folder '{folder}' holds files that are not a saved fit "
+                f"({', '.join(other[:3])}); saving would replace them: choose a new or empty folder"
+            )
     return folder
 
 

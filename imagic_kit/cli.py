@@ -235,6 +235,8 @@ def cmd_recipe(args) -> int:
     from .errors import InputImageError
     from .imaging import read_recipe
 
+    if Path(args.png).is_dir():
+        raise InputImageError(f"'{args.png}' is a folder; pass a PNG written by imagic-kit")
     if not Path(args.png).is_file():
         raise InputImageError(f"'{args.png}' does not exist")
     try:
@@ -286,6 +288,8 @@ def cmd_edit(args) -> int:
         )
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
 
     sweep = {}
     if args.sweep:
@@ -296,6 +300,11 @@ def cmd_edit(args) -> int:
                     f"--sweep {key}: not a field of {spec.name!r}; valid keys: {', '.join(infos)}"
                 )
             sweep[key] = [parse_value(infos[key], v, where=" (in --sweep)") for v in values]
+            if infos[key].stage == "fit" and args.save_artifacts:
+                raise ConfigError(
+                    f"--sweep {key} is a fit-stage field: each value makes its own fit, and "
+                    "--save-artifacts keeps one; drop --save-artifacts or sweep a sample-stage field"
+                )
             for v in sweep[key]:
                 make_config(
                     args.method, None, args.preset, **{**overrides, key: v}

@@ -134,7 +134,12 @@ def parse_value(info: FieldInfo, raw: Any, *, where: str = "") -> Any:
                 raise ValueError
             if isinstance(raw, str) and raw.strip().lower().lstrip("+-") in _NON_FINITE:
                 raise ValueError
-            return int(float(raw)) if isinstance(raw, str) and "e" in raw.lower() else int(raw)
+            if isinstance(raw, str) and "e" in raw.lower():  # 1e3 is a whole number, 2.5e0 is not
+                as_float = float(raw)
+                if not as_float.is_integer():
+                    raise ValueError
+                return int(as_float)
+            return int(raw)
         if tp is float:
             if isinstance(raw, bool):
                 raise ValueError
@@ -171,6 +176,14 @@ def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
             f"{info.name}={value!r}{where}: must be a finite number (not nan or inf); fix the value"
         )
     tp = _base_type(info.type)
+    if tp is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(
+                f"{info.name}={value!r}{where}: expected a comma list of names, e.g. conv1,conv2"
+            )
+        if info.min is not None and len(value) < info.min:
+            raise ConfigError(f"{info.name}{where}: give at least {info.min:g} name(s)")
+        return
     if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise ConfigError(
             f"{info.name}={value!r}{where}: expected {tp.__name__}; fix the value (see "
@@ -215,6 +228,8 @@ def parse_set_args(items: typing.Iterable[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set guidance_scale=5")
+        if key.strip() in out:
+            raise ConfigError(f"--set {key.strip()} is given twice; keep one")
         out[key.strip()] = value.strip()
     return out
 
@@ -228,6 +243,11 @@ def parse_sweep(items: typing.Iterable[str]) -> dict[str, list[str]]:
         if not sep or not key.strip() or not vals:
             raise ConfigError(
                 f"--sweep {item!r}: expected key=v1,v2,..., e.g. --sweep guidance_scale=3,5,7"
+            )
+        if key.strip() in sweep:
+            raise ConfigError(
+                f"--sweep {key.strip()} is given twice; give all its values in one: "
+                f"--sweep {key.strip()}=v1,v2,..."
             )
         sweep[key.strip()] = vals
     return sweep
@@ -277,6 +297,8 @@ def load_preset(config: Any, method: str, name: str) -> Any:
             )
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"preset {path} is not UTF-8 text; save it as UTF-8 YAML") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"preset {path} is not valid YAML: {e}".splitlines()[0]) from None
     if not isinstance(data, dict):

@@ -59,13 +59,28 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(source: str | os.PathLike | Image.Image, *, name: str = "image") -> Image.Image:
-    """Open ``source`` (a path or PIL image) as an upright 8-bit RGB PIL image.
+    """Open ``source`` (a path, a PIL image or a uint8 array) as an upright 8-bit RGB PIL image.
 
     Raises :class:`InputImageError` with a one-line fix for missing, corrupt or oversized files.
     """
+    if isinstance(source, np.ndarray):  # an [H, W, 3] or [H, W] uint8 array
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise InputImageError(
+                f"{name}: an array must be uint8 [H, W, 3] or [H, W], got {source.dtype} "
+                f"{list(source.shape)}"
+            )
+        source = Image.fromarray(source)
+    if not isinstance(source, str | os.PathLike | Image.Image):
+        raise InputImageError(
+            f"{name} must be a file path or a PIL image, got {type(source).__name__}"
+        )
     if isinstance(source, Image.Image):
         label = f"{name} (PIL image)"
         img = source
+        try:
+            img.load()
+        except (ValueError, OSError) as e:  # closed or truncated in memory
+            raise InputImageError(f"{label} cannot be read ({e}); pass an open image") from None
         if img.width * img.height > MAX_PIXELS:
             raise InputImageError(
                 f"{label} is {img.width}x{img.height} = {img.width * img.height / 1e6:.0f} megapixels, "
@@ -78,6 +93,8 @@ def load_image(source: str | os.PathLike | Image.Image, *, name: str = "image") 
             raise InputImageError(f"{label} does not exist; check the path")
         if path.is_dir():
             raise InputImageError(f"{label} is a folder; pass an image file")
+        if not path.is_file():  # a pipe or a device: reading it could block forever
+            raise InputImageError(f"{label} is not a regular file; pass an image file")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)

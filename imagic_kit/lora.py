@@ -43,6 +43,20 @@ class LoraSpec:
         )
 
 
+def check_targets(unet: torch.nn.Module, targets: list[str]) -> None:
+    """Every LoRA target names modules of ``unet`` (peft matches a target against the end of each
+    module's name); raises :class:`~imagic_kit.errors.ConfigError` naming those that match none."""
+    from .errors import ConfigError
+
+    names = [n for n, _ in unet.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing or not targets:
+        raise ConfigError(
+            f"lora_targets {', '.join(missing) or '(none)'} match no module of this UNet; use e.g. "
+            "conv1,conv2 (ResNet convolutions) or to_q,to_k,to_v,to_out.0 (attention)"
+        )
+
+
 def add_lora(
     unet: torch.nn.Module,
     spec: LoraSpec,

@@ -62,6 +62,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ConfigError(
             f"device {device!r}: CUDA is not available on this machine; use --device cpu"
         )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda:0 .. or cpu"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(
             f"device {device!r}: MPS is not available on this machine; use --device cpu"
@@ -71,10 +78,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ConfigError(
+                f"dtype {dtype} is not a model dtype; use float32, float16 or bfloat16"
+            )
         return dtype
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is unknown; choose one of: float32, float16, bfloat16")
     return DTYPES[dtype]
 

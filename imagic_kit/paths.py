@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +39,17 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} '{path}' exists and cannot be overwritten; choose another path")
     _check_folder_can_hold(path.parent, what, path)
+    if (
+        path.parent.is_dir()
+    ):  # the real test: permissions alone do not tell (/proc, read-only mounts)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ConfigError(
+                f"{what} '{path}' cannot be written ({e.strerror or e}); choose another path"
+            ) from None
     return path
 
 

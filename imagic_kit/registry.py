@@ -34,6 +34,19 @@ class MethodSpec:
     min_images: int = 1
     max_images: int = 1
     paper: str = ""
+    #: The sample-stage field that weighs the edit against the input (Imagic's ``eta``): what a
+    #: sweep varies first and the demo shows beside the prompt.
+    main_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.main_field is not None:
+            from .config import field_infos
+
+            info = {i.name: i for i in field_infos(self.config_cls)}.get(self.main_field)
+            if info is None or info.stage != "sample":
+                raise ValueError(
+                    f"{self.name}: main_field {self.main_field!r} must be a sample-stage field"
+                )
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

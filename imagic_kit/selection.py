@@ -130,6 +130,7 @@ def ranking_clip(backbone: Any, config: Any) -> str | None:
     a missing one stops the edit before the fit; None when no ranking or no CLIP is needed/there."""
     if candidates_per_image(config) <= 1 or "clip" not in rank_terms(config.rank_by):
         return None
+    check_rank_clip(config)
     path = config.rank_clip or backbone.extras.get("clip_path")
     if not path:
         if config.rank_by == "clip":
@@ -150,6 +151,24 @@ def ranking_clip(backbone: Any, config: Any) -> str | None:
             "CLIP folder, or set rank_by=structure+fidelity or candidates=1"
         ) from None
     return path
+
+
+def check_rank_clip(config: Any) -> None:
+    """A ``rank_clip`` that cannot be a CLIP model (a file, or neither a folder nor a hub id) is
+    refused at once, without trying the hub."""
+    path = config.rank_clip if isinstance(config, BestOfNConfig) else ""
+    if not path or candidates_per_image(config) <= 1 or "clip" not in rank_terms(config.rank_by):
+        return
+    from pathlib import Path
+
+    p = Path(path)
+    parts = path.split("/")
+    hub_like = len(parts) == 2 and all(parts) and not path.startswith((".", "/", "~"))
+    if p.exists() and not p.is_dir() or not p.exists() and not hub_like:
+        raise ModelNotAvailableError(
+            f"rank_clip={path!r} is not a CLIP model folder or hub id; give a folder holding a "
+            "CLIPModel, or leave rank_clip empty for the model's own"
+        )
 
 
 def draw(spec, backbone, fit, inputs, config: Any, seed: int, progress) -> torch.Tensor:

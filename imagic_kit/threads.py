@@ -43,10 +43,15 @@ def configure_threads(num_threads: int | None = None) -> int:
     global _configured
     import torch
 
-    if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
+    if num_threads is not None:
         from .errors import ConfigError
 
-        raise ConfigError(f"threads={num_threads!r}: give at least 1 (or None for the default)")
+        most = 4 * (os.cpu_count() or 1)
+        if isinstance(num_threads, bool) or not 1 <= num_threads <= most:
+            raise ConfigError(
+                f"threads={num_threads!r}: give 1 to {most} (this machine has {os.cpu_count()} "
+                "cores; more threads than cores only slow torch down), or leave it out"
+            )
     n = num_threads or default_num_threads()
     if _configured != n:
         torch.set_num_threads(n)

@@ -16,7 +16,12 @@ from imagic_kit.artifacts import Fit
 from imagic_kit.bench.runner import read_results, run_benchmark
 from imagic_kit.bench.suites import load_suite, make_suite
 from imagic_kit.cli import main
-from imagic_kit.errors import ArtifactMismatchError, ConfigError, InputImageError
+from imagic_kit.errors import (
+    ArtifactMismatchError,
+    ConfigError,
+    InputImageError,
+    ModelNotAvailableError,
+)
 from imagic_kit.registry import make_config
 from imagic_kit.sampling import schedule
 
@@ -138,7 +143,13 @@ def test_duplicate_ids_and_bad_entries_are_refused_before_anything_runs(tiny, tm
     for change, match in (
         ({"target": {"shape": "hexagon", "colour": "red", "background": "gray"}}, "hexagon"),
         ({"changes": ["mood"]}, "changes"),
-        ({"prompt": "  "}, "prompt is empty"),
+        ({"prompt": "  "}, "prompt must be non-empty"),
+        ({"changes": [["colour"]]}, "changes"),
+        ({"source_prompt": 5}, "source_prompt must be text"),
+        ({"id": None}, "the id must be a name"),
+        ({"scene": {**suite_scene(), "side": float("nan")}}, "whole numbers"),
+        ({"scene": {**suite_scene(), "x0": -1000}}, "inside the 64x64 canvas"),
+        ({"scene": {**suite_scene(), "side": 10**12}}, "inside the 64x64 canvas"),
     ):
         suite = make_suite("quick", seed=0)
         suite["edits"] = suite["edits"][:1]
@@ -146,6 +157,10 @@ def test_duplicate_ids_and_bad_entries_are_refused_before_anything_runs(tiny, tm
         path.write_text(json.dumps(suite))
         with pytest.raises(ConfigError, match=match):
             load_suite(path)
+
+
+def suite_scene():
+    return dict(make_suite("quick", seed=0)["edits"][0]["scene"])
 
 
 def test_suite_images_go_through_the_safe_loader(tmp_path):
@@ -181,7 +196,7 @@ def test_unwritable_targets_are_found_before_the_model_loads(
     mine = tmp_path / "my-notes"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    one_line(capsys, [*base, "--save-artifacts", str(mine)], "holds other files")
+    one_line(capsys, [*base, "--save-artifacts", str(mine)], "not a saved fit")
     one_line(capsys, [*base, "--prompt", "   "], "the prompt is empty")
     one_line(capsys, [*base, "--threads", "0"], "--threads 0")
     one_line(capsys, [*base, "--threads", "-2"], "--threads -2")
@@ -194,7 +209,7 @@ def test_the_api_checks_the_artifacts_folder_before_the_fit(tiny, scene_path, tm
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="holds other files"):
+    with pytest.raises(ConfigError, match="not a saved fit"):
         edit(tiny, str(scene_path), "a blue circle", method="sdedit", seed=0, progress=False,
              save_artifacts=mine)  # fmt: skip
     assert (mine / "notes.txt").read_text() == "keep me"
@@ -261,28 +276,66 @@ def test_damaged_or_foreign_artifacts_are_refused(tiny, scene_path, saved_fit):
 
     run = folder / "run.json"
     meta = json.loads(run.read_text())
-    for text in ("[]", '"a string"', "{}", "{not json"):
+    for text in ("[]", '"a string"', "{}", "{not json", "[" * 100000 + "]" * 100000):
         run.write_text(text)
-        with pytest.raises(ArtifactMismatchError, match="run.json"):
+        with pytest.raises(ArtifactMismatchError, match="run.json|valid JSON"):
             Fit.load(folder)
+    for change in (
+        {"files": {"embeddings.safetensors": "abc"}},  # not a listing
+        {"files": None},  # no listing: every check would be off
+        {"format_version": 99},
+    ):
+        run.write_text(json.dumps({**meta, **change}))
+        with pytest.raises(ArtifactMismatchError, match="list its files|fit format"):
+            Fit.load(folder)
+    run.write_text(json.dumps(meta))
 
-    # without the file list (a fit saved before it existed, or written by hand) the tensors are
-    # still checked: they must load, be finite, and fit the model
-    legacy = {k: v for k, v in meta.items() if k != "files"}
-    run.write_text(json.dumps(legacy))
-    emb = folder / "embeddings.safetensors"
+    # a file swapped in from another fit, or a stray one beside the listed ones
     from safetensors.torch import load_file, save_file
 
+    emb = folder / "embeddings.safetensors"
+    original = emb.read_bytes()
     tensors = load_file(str(emb))
-    save_file({**tensors, "e_opt": torch.full_like(tensors["e_opt"], float("nan"))}, str(emb))
+    save_file({**tensors, "e_opt": tensors["e_opt"] * 2}, str(emb))
+    with pytest.raises(ArtifactMismatchError, match="not the file its run.json"):
+        Fit.load(folder)
+    emb.write_bytes(original)
+    save_file(tensors, str(folder / "unet.safetensors"))
+    with pytest.raises(ArtifactMismatchError, match="mixes two fits"):
+        Fit.load(folder)
+    (folder / "unet.safetensors").unlink()
+
+    def forge(new: dict) -> None:
+        """Write tensors and list their checksum, as a run.json edited by hand would."""
+        save_file(new, str(emb))
+        from imagic_kit.artifacts import _sha256
+
+        files = {**meta["files"], "embeddings.safetensors": {"sha256": _sha256(emb)}}
+        run.write_text(json.dumps({**meta, "files": files}))
+
+    forge({**tensors, "e_opt": torch.full_like(tensors["e_opt"], float("nan"))})
     with pytest.raises(ArtifactMismatchError, match="NaN or infinite"):
         Fit.load(folder)
-    save_file({**tensors, "e_opt": tensors["e_opt"][..., :5].contiguous()}, str(emb))
+    forge({**tensors, "e_opt": tensors["e_opt"][..., :5].contiguous()})
     with pytest.raises(ArtifactMismatchError, match="does not fit this model"):
         edit(tiny, str(scene_path), "a blue circle", artifacts=folder, **kw)
     emb.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    from imagic_kit.artifacts import _sha256
+
+    run.write_text(json.dumps({**meta, "files": {**meta["files"],
+                   "embeddings.safetensors": {"sha256": _sha256(emb)}}}))  # fmt: skip
     with pytest.raises(ArtifactMismatchError, match="cannot be read"):
         Fit.load(folder)
+
+
+def test_saving_never_deletes_the_users_files(tiny, scene_path, saved_fit):
+    """A folder that holds a fit and anything else (the photo itself, notes) is not replaced."""
+    folder, kw, _ = saved_fit
+    photo = folder / "photo.png"
+    photo.write_bytes(scene_path.read_bytes())
+    with pytest.raises(ConfigError, match="not a saved fit.*photo.png"):
+        edit(tiny, str(photo), "a blue circle", save_artifacts=folder, **kw)
+    assert photo.read_bytes() == scene_path.read_bytes()
 
 
 def test_a_saved_fit_replaces_the_folder_as_a_whole(tiny, scene_path, saved_fit):
@@ -412,3 +465,94 @@ def test_a_killed_benchmark_resumes_to_the_same_rows(tmp_path, sig, uninterrupte
             Image.open(png).verify()
     assert _bench(cut).wait(timeout=300) == 0
     assert _rows(cut) == uninterrupted
+
+
+# --- more probes: values, API types, odd files ------------------------------------------------------------
+
+
+def test_values_that_look_right_but_are_not(tmp_path):
+    with pytest.raises(ConfigError, match="expected int"):
+        make_config("sdedit", num_inference_steps="2.5e0")  # not silently 2
+    assert make_config("sdedit", num_inference_steps="1e2").num_inference_steps == 100
+    for bad in ([], ",", [1, [2]]):
+        with pytest.raises(ConfigError, match="lora_targets"):
+            make_config("imagic", lora_targets=bad)
+    bad_yaml = tmp_path / "p.yaml"
+    bad_yaml.write_bytes(b"\xff\xfe strength: 1")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        make_config("sdedit", preset=str(bad_yaml))
+    from imagic_kit.config import parse_set_args, parse_sweep
+
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_sweep(["guidance_scale=2,3", "guidance_scale=4"])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_set_args(["strength=0.2", "strength=0.3"])
+    from imagic_kit.threads import configure_threads
+
+    for n in (0, -1, 100_000):
+        with pytest.raises(ConfigError, match="threads"):
+            configure_threads(n)
+
+
+def test_lora_targets_that_match_nothing_stop_before_the_embedding_stage(tiny, scene_path):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="nosuchmod match no module"):
+        edit(tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False,
+             embedding_steps=2000, lora_targets="nosuchmod")  # fmt: skip
+    assert time.perf_counter() - t0 < 5  # 2000 embedding steps were not run
+
+
+def test_the_api_names_wrong_types(tiny, scene_path, tmp_path):
+    import os
+
+    kw = dict(method="sdedit", seed=0, progress=False, num_inference_steps=2)
+    for image in (5, None, b"png", torch.zeros(3)):
+        with pytest.raises(InputImageError, match="must be a file path or a PIL image|array"):
+            edit(tiny, image, "a blue circle", **kw)
+    closed = Image.open(scene_path)
+    closed.close()
+    with pytest.raises(InputImageError):
+        edit(tiny, closed, "a blue circle", **kw)
+    arr = np.asarray(Image.open(scene_path).convert("RGB"))
+    assert edit(tiny, arr, "a blue circle", **kw).image.size == (64, 64)  # arrays are fine
+    for bad in ({"artifacts": 5}, {"artifacts": {}}, {"save_artifacts": 5}):
+        with pytest.raises(ConfigError, match="must be a folder path"):
+            edit(tiny, str(scene_path), "a blue circle", **kw, **bad)
+    with pytest.raises(ConfigError, match="backbone must be a Backbone"):
+        edit("tiny-random", str(scene_path), "a blue circle", **kw)
+    for prompt in (5, ["red"]):
+        with pytest.raises(ConfigError, match="prompt must be text"):
+            edit(tiny, str(scene_path), prompt, **kw)
+    from imagic_kit.models import load_backbone
+
+    with pytest.raises(ConfigError, match="not a model dtype"):
+        load_backbone("tiny-random", dtype=torch.int8)
+    with pytest.raises(ConfigError, match="device"):
+        load_backbone("tiny-random", device="xpu:9")
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputImageError, match="not a regular file"):  # and does not hang
+        edit(tiny, str(fifo), "a blue circle", **kw)
+    with pytest.raises(ModelNotAvailableError, match="rank_clip"):  # at once, not after the fit
+        edit(tiny, str(scene_path), "a blue circle", **kw, candidates=2, rank_clip=str(scene_path))
+
+
+def test_results_files_that_are_empty_or_not_files(tiny, tmp_path):
+    suite = make_suite("quick", seed=1)
+    kw = dict(overrides={"num_inference_steps": "2"}, progress=False, limit=2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.csv").write_text("")  # a crash before the header reached the disk
+    rows = run_benchmark(tiny, suite, [("sdedit", None)], empty, **kw)
+    assert len(rows) == 2 and read_results(empty / "results.csv") == rows
+    odd = tmp_path / "odd"
+    (odd / "results.csv").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is not a file"):
+        run_benchmark(tiny, suite, [("sdedit", None)], odd, **kw)
+    # only the last newline lost: the row is dropped and redone, not counted
+    text = (empty / "results.csv").read_text()
+    (empty / "results.csv").write_text(text[:-1])
+    again = run_benchmark(tiny, suite, [("sdedit", None)], empty, **kw)
+    assert len(again) == 2 and (empty / "results.csv").read_text().endswith("\n")

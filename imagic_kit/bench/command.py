@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit {args.limit}: give at least 1 edit (or leave it out)")
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
+    if not 0 <= args.suite_seed < 2**63:
+        raise ConfigError(f"--suite-seed {args.suite_seed}: give an integer in [0, 2**63-1]")
     suite = load_suite(args.suite, args.suite_seed)
     check_plan(suite, methods, sweep, overrides, limit=args.limit, shard=shard)
     check_writable_folder(args.out, "--out")

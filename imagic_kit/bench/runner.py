@@ -232,10 +232,15 @@ def _start_csv(path: Path, fields: list[str]) -> None:
         with path.open("x", newline="") as f:
             csv.DictWriter(f, fieldnames=fields).writeheader()
     except FileExistsError:
-        with path.open(newline="") as f:
-            if next(csv.reader(f), None) not in (None, fields):
-                raise _other_version(path) from None
         _repair_tail(path)
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is None:  # empty (a crash before the header was on disk): start it again
+            with path.open("a", newline="") as f:
+                if f.tell() == 0:
+                    csv.DictWriter(f, fieldnames=fields).writeheader()
+        elif header != fields:
+            raise _other_version(path) from None
 
 
 def _other_version(path: Path) -> ConfigError:
@@ -330,6 +335,11 @@ def run_benchmark(
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
+    for path in (results, out / "candidates.csv"):
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path} is not a file; remove it or write to a new --out folder")
+        if path.is_file():
+            _repair_tail(path)  # before reading: a cut row is not counted as done
     done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in _resumable(results)}
     clip_path = backbone.extras.get("clip_path")
     clip = load_clip(clip_path) if clip_path else None  # the one best-of-N ranks with, if any

@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..imaging import load_image
 from ..paths import safe_name
 from ..shapes import BACKGROUNDS, COLOURS, SHAPES, Scene, caption, random_scene, render
+from ..shapes.world import SIZE
 
 KINDS = ("colour", "shape", "background", "two")
 ATTRS = {"shape": SHAPES, "colour": tuple(COLOURS), "background": tuple(BACKGROUNDS)}
@@ -110,13 +111,18 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
         missing = [f for f in ("id", "prompt", "target", "changes") if f not in e]
         if missing or ("scene" not in e and "image" not in e):
             raise ConfigError(f"{where}: missing {', '.join(missing) or 'scene or image'}")
+        if not isinstance(e["id"], str | int) or isinstance(e["id"], bool):
+            raise ConfigError(f"{where}: the id must be a name, got {e['id']!r}")
         e["id"] = safe_name(e["id"], f"{where}: id")
         if e["id"] in seen:
             raise ConfigError(f"{where}: id {e['id']!r} is used twice; give every edit its own id")
         seen.add(e["id"])
         where = f"suite '{path}' edit {e['id']!r}"
         if not isinstance(e["prompt"], str) or not e["prompt"].strip():
-            raise ConfigError(f"{where}: the prompt is empty")
+            raise ConfigError(f"{where}: the prompt must be non-empty text")
+        for key in ("source_prompt", "kind"):
+            if key in e and not isinstance(e[key], str):
+                raise ConfigError(f"{where}: {key} must be text, got {e[key]!r}")
         target, changes = e["target"], e["changes"]
         if not isinstance(target, dict) or set(target) != set(ATTRS):
             raise ConfigError(f"{where}: target must give {', '.join(ATTRS)}")
@@ -125,13 +131,12 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
                 raise ConfigError(
                     f"{where}: target {attr} {value!r} is not one of {', '.join(ATTRS[attr])}"
                 )
-        if not isinstance(changes, list) or not all(c in ATTRS for c in changes):
+        if not isinstance(changes, list) or not all(
+            isinstance(c, str) and c in ATTRS for c in changes
+        ):
             raise ConfigError(f"{where}: changes must list attributes among {', '.join(ATTRS)}")
         if "scene" in e:
-            try:
-                render(Scene(**e["scene"]))
-            except (TypeError, ValueError, KeyError) as err:
-                raise ConfigError(f"{where}: the scene cannot be drawn ({err})") from None
+            _check_scene(e["scene"], where)
         else:
             image = Path(str(e["image"]))
             if not image.is_absolute():
@@ -139,6 +144,32 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
             e["image"] = str(image)
             load_image(image, name=f"{where}: image")
     return suite
+
+
+def _check_scene(scene: Any, where: str) -> None:
+    """A scene of the world: known attributes, whole-number geometry with the object inside the
+    canvas, a texture seed."""
+    if not isinstance(scene, dict):
+        raise ConfigError(f"{where}: the scene must be an object")
+    try:
+        sc = Scene(**scene)
+    except TypeError as err:
+        raise ConfigError(f"{where}: the scene's fields are wrong ({err})") from None
+    for attr in ATTRS:
+        if getattr(sc, attr) not in ATTRS[attr]:
+            raise ConfigError(
+                f"{where}: scene {attr} {getattr(sc, attr)!r} is not one of the world's"
+            )
+    numbers = {k: getattr(sc, k) for k in ("x0", "y0", "side", "texture_seed")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers.values()):
+        raise ConfigError(f"{where}: scene x0, y0, side and texture_seed must be whole numbers")
+    if not (8 <= sc.side <= SIZE and 0 <= sc.x0 <= SIZE - sc.side and 0 <= sc.y0 <= SIZE - sc.side):
+        raise ConfigError(
+            f"{where}: the scene's object (x0 {sc.x0}, y0 {sc.y0}, side {sc.side}) must lie inside "
+            f"the {SIZE}x{SIZE} canvas, side 8 or more"
+        )
+    if sc.texture_seed < 0:
+        raise ConfigError(f"{where}: the scene's texture_seed must be 0 or more")
 
 
 def source_image(edit: dict[str, Any]) -> Image.Image:

@@ -80,5 +80,6 @@ register_method(
         source_prompt="optional",
         fit_depends_on=("source_prompt",),
         paper="Song et al., arXiv 2010.02502",
+        main_field="guidance_scale",
     )
 )

@@ -51,6 +51,7 @@ from ..lora import (
     ADAPTER,
     CONV_TARGETS,
     LoraSpec,
+    check_targets,
     lora_applied,
     lora_state_dict,
     lora_training,
@@ -99,6 +100,7 @@ class ImagicConfig(BestOfNConfig):
         help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = the attention "
         "projections, the usual SD LoRA)",
         stage="fit",
+        min=1,
     )
     loss_weighting: str = param(
         "v",
@@ -148,6 +150,8 @@ class ImagicConfig(BestOfNConfig):
 
 
 def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
+    if config.finetune == "lora":  # before the embedding stage: a bad target must not cost it
+        check_targets(backbone.unet, config.lora_targets)
     z0 = backbone.encode_latents(inputs.pixels[:1]).float()
     batch = z0.expand(config.batch_size, -1, -1, -1)
     e_tgt = backbone.encode_prompt(inputs.prompt).float()
@@ -284,5 +288,6 @@ register_method(
         sample=sample,
         fit_depends_on=("prompt",),
         paper="Kawar et al., arXiv 2210.09276",
+        main_field="eta",
     )
 )

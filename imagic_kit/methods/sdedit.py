@@ -71,5 +71,6 @@ register_method(
         fit=fit,
         sample=sample,
         paper="Meng et al., arXiv 2108.01073",
+        main_field="strength",
     )
 )
