@@ -1,0 +1,454 @@
+"""The Gradio web demo: one tab per registered method, built from the registry and the config fields.
+
+Nothing here knows a method: a tab's widgets come from its config fields (a range gives a slider,
+``choices`` a dropdown, the help a tooltip), fit-stage fields first, the method's ``main_field``
+beside the prompt and the other sample-stage fields under "Advanced". Every edit goes through
+:func:`imagic_kit.edit` / :func:`imagic_kit.api.edit_sweep`.
+
+Fit once, slide many: each browser session keeps its last fit per method in a bounded,
+least-recently-used cache on the server. An edit first offers the cached fit to ``edit()``; when
+``edit()`` accepts it (only sample-stage values or the seed changed) the image is re-sampled
+without refitting, otherwise it refits, and the page says which happened and how long it took.
+
+One edit runs at a time on the device (all events share one concurrency slot); the queue is
+bounded. Errors are shown in the page as their one-line message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..config import FieldInfo, _base_type, field_infos, load_preset, preset_names, to_dict
+from ..errors import ArtifactMismatchError, ConfigError, ImagicKitError
+from ..registry import MethodSpec, available_methods, get_method
+
+#: The inputs of an edit before the config fields (their names in the API).
+FRONT = ("image", "prompt", "source_prompt", "seed", "random_seed", "sweep_over", "sweep_values")
+#: Examples from the shapes world: (scene, prompt), edited with the ``fast`` preset in seconds.
+EXAMPLES = (
+    ({"shape": "circle", "colour": "red", "background": "gray", "x0": 18, "y0": 20, "side": 26,
+      "texture_seed": 7}, "a blue circle on a gray background"),
+    ({"shape": "square", "colour": "yellow", "background": "white", "x0": 16, "y0": 18,
+      "side": 28, "texture_seed": 3}, "a yellow triangle on a white background"),
+    ({"shape": "triangle", "colour": "green", "background": "black", "x0": 20, "y0": 16,
+      "side": 26, "texture_seed": 11}, "a green triangle on a gray background"),
+)  # fmt: skip
+
+
+@dataclass
+class DemoOptions:
+    """Limits of a running demo."""
+
+    queue_size: int = 16  # edits waiting beyond the one running; more are refused
+    cache_size: int = 8  # fits kept for all sessions together (least recently used goes first)
+    max_upload_mb: float = 20.0
+    max_megapixels: float = 16.0
+    work_dir: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="imagic-kit-demo-"))
+    )
+
+
+class FitCache:
+    """The fits of the browser sessions, bounded; the least recently used goes first."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: tuple, fit: Any) -> None:
+        with self._lock:
+            self._items[key] = fit
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def widget_for(info: FieldInfo, value: Any = None, prefix: str = ""):
+    """The Gradio input for a config field: slider for a bounded number, dropdown for choices,
+    checkbox for a flag, number or text otherwise; the help is its tooltip."""
+    tp = _base_type(info.type)
+    common = dict(label=info.name, info=info.help, elem_id=f"{prefix}field-{info.name}")
+    value = info.default if value is None else value
+    if info.choices is not None:
+        return gr.Dropdown(choices=list(info.choices), value=value, **common)
+    if tp is bool:
+        return gr.Checkbox(value=bool(value), **common)
+    if tp in (int, float) and info.min is not None and info.max is not None:
+        step = 1 if tp is int else _step(info.min, info.max)
+        return gr.Slider(minimum=info.min, maximum=info.max, step=step, value=value, **common)
+    if tp in (int, float):
+        return gr.Number(value=value, precision=0 if tp is int else None, **common)
+    if tp is list:
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        return gr.Textbox(value=text, **common)
+    return gr.Textbox(value="" if value is None else str(value), **common)
+
+
+def _step(lo: float, hi: float) -> float:
+    span = hi - lo
+    return 0.01 if span <= 5 else 0.1 if span <= 100 else 1.0
+
+
+def _ordered_fields(spec: MethodSpec) -> tuple[list[FieldInfo], FieldInfo | None, list[FieldInfo]]:
+    """(fit-stage fields, the main sample field, the other sample-stage fields)."""
+    infos = field_infos(spec.config_cls)
+    fit = [i for i in infos if i.stage == "fit"]
+    main = next((i for i in infos if i.name == spec.main_field), None)
+    rest = [i for i in infos if i.stage == "sample" and i is not main]
+    return fit, main, rest
+
+
+def sweep_fields(spec: MethodSpec) -> list[str]:
+    """The sample-stage fields a sweep can vary, the method's main field first."""
+    _, main, rest = _ordered_fields(spec)
+    return ([main.name] if main else []) + [i.name for i in rest]
+
+
+class Demo:
+    """The state behind the page: the backbone, the fit cache, the limits."""
+
+    def __init__(self, backbone, options: DemoOptions | None = None):
+        self.backbone = backbone
+        self.options = options or DemoOptions()
+        self.cache = FitCache(self.options.cache_size)
+        self.options.work_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- one edit ---------------------------------------------------------------------------------
+
+    def overrides(self, spec: MethodSpec, values: list[Any]) -> dict[str, Any]:
+        """Widget values (in page order) -> config overrides; an emptied number keeps its default."""
+        infos = infos_in_page_order(spec)
+        if len(values) != len(infos):
+            raise ConfigError(f"{spec.name} takes {len(infos)} field values, got {len(values)}")
+        return {i.name: v for i, v in zip(infos, values) if v is not None}
+
+    def check_image(self, image: str | None) -> str:
+        from ..imaging import load_image
+
+        if not image:
+            raise ConfigError("upload an image first (or pick an example)")
+        img = load_image(image)
+        mp = img.width * img.height / 1e6
+        if mp > self.options.max_megapixels:
+            raise ConfigError(
+                f"the image is {img.width}x{img.height} ({mp:.0f} MP), over the demo's "
+                f"{self.options.max_megapixels:g} MP limit; downscale it first"
+            )
+        return image
+
+    def run(
+        self,
+        method: str,
+        session: str,
+        image: str | None,
+        prompt: str,
+        source_prompt: str | None,
+        seed: float | None,
+        random_seed: bool,
+        values: list[Any],
+        progress_cb=None,
+        sweep: tuple[str, str] | None = None,
+        only_if_cached: bool = False,
+    ) -> dict[str, Any] | None:
+        """Edit (or sweep) with ``method``, reusing this session's fit when ``edit()`` accepts it.
+        Returns the images, the recipe, the status line and the files to download."""
+        from ..api import edit, edit_sweep
+        from ..config import parse_sweep, parse_value
+
+        spec = get_method(method)
+        image = self.check_image(image)
+        overrides = self.overrides(spec, values)
+        seed_value = secrets.randbelow(2**31) if random_seed or seed is None else int(seed)
+        kwargs = dict(
+            method=method,
+            source_prompt=source_prompt if spec.source_prompt != "unused" else None,
+            seed=seed_value,
+            progress=False,
+            callback=progress_cb,
+            **overrides,
+        )
+        key = (session, method)
+        cached = self.cache.get(key)
+        if cached is None and only_if_cached:
+            return None
+        t0 = time.perf_counter()
+        sweep_values = None
+        if sweep is not None:
+            name, text = sweep
+            infos = {i.name: i for i in field_infos(spec.config_cls)}
+            if name not in infos or infos[name].stage != "sample":
+                raise ConfigError(f"sweep over {name!r}: pick a sample-stage field of {method}")
+            raw = parse_sweep([f"{name}={text}"])[name]
+            sweep_values = {name: [parse_value(infos[name], v) for v in raw]}
+            kwargs.pop(name, None)
+
+        def go(artifacts):
+            if sweep_values is not None:
+                return edit_sweep(
+                    self.backbone, image, prompt, sweep=sweep_values, artifacts=artifacts, **kwargs
+                )
+            return [edit(self.backbone, image, prompt, artifacts=artifacts, **kwargs)]
+
+        reused = False
+        if cached is not None:
+            try:
+                results = go(cached)
+                reused = True
+            except ArtifactMismatchError:  # a fit-stage value, the image or the prompt changed
+                results = go(None)
+        else:
+            results = go(None)
+        took = time.perf_counter() - t0
+        first = results[0]
+        self.cache.put(key, first.fit)
+        sample_s = sum(r.timings["sample_s"] for r in results)
+        if reused:
+            status = (
+                f"Re-sampled from this session's fit, no refit: {took:.1f} s "
+                f"(sampling {sample_s:.1f} s), seed {first.seed}."
+            )
+        else:
+            status = (
+                f"Fitted and sampled: {took:.1f} s (fit {first.timings['fit_s']:.1f} s, "
+                f"sampling {sample_s:.1f} s), seed {first.seed}."
+            )
+        folder = Path(tempfile.mkdtemp(prefix="edit-", dir=self.options.work_dir))
+        png = first.save(folder / f"{method}-{first.seed}.png")[0]
+        fit_dir = first.fit.save(folder / "fit")
+        fit_zip = shutil.make_archive(str(folder / f"{method}-fit"), "zip", fit_dir)
+        gallery = []
+        if sweep_values is not None:
+            for r in results:
+                label = " ".join(f"{k}={v}" for k, v in r.recipe["sweep"].items())
+                gallery.append((r.image, label))
+        return {
+            "image": first.image,
+            "gallery": gallery,
+            "recipe": json.dumps(first.recipe, indent=2, sort_keys=True, default=str),
+            "status": status,
+            "png": str(png),
+            "fit": fit_zip,
+            "reused": reused,
+        }
+
+
+def infos_in_page_order(spec: MethodSpec) -> list[FieldInfo]:
+    fit, main, rest = _ordered_fields(spec)
+    return fit + ([main] if main else []) + rest
+
+
+def preset_values(spec: MethodSpec, preset: str | None) -> list[Any]:
+    """The page's field values for a preset (the defaults for none)."""
+    cfg = spec.config_cls()
+    if preset and preset != "(defaults)":
+        cfg = load_preset(cfg, spec.name, preset)
+    values = to_dict(cfg)
+    out = []
+    for info in infos_in_page_order(spec):
+        v = values[info.name]
+        out.append(",".join(map(str, v)) if isinstance(v, list) else v)
+    return out
+
+
+def example_images(folder: Path) -> list[list[Any]]:
+    """The shapes-world examples written as PNGs: [[path, prompt], ...]."""
+    from ..shapes import Scene, render
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (scene, prompt) in enumerate(EXAMPLES):
+        path = folder / f"example-{i}.png"
+        if not path.exists():
+            render(Scene(**scene))[0].save(path)
+        rows.append([str(path), prompt])
+    return rows
+
+
+def build(demo: Demo):
+    """The Gradio Blocks of ``demo``: a tab per registered method."""
+    examples = example_images(demo.options.work_dir / "examples")
+    with gr.Blocks(title="imagic-kit") as blocks:
+        gr.Markdown(
+            f"# imagic-kit\nEdit an image from a text prompt. Model: `{demo.backbone.model_id}`"
+            + (
+                " (the embedded model knows only the shapes world: coloured circles, squares and "
+                "triangles on white, gray or black)"
+                if demo.backbone.model_id == "tiny-shapes"
+                else ""
+            )
+        )
+        for method in available_methods():
+            _method_tab(demo, get_method(method), examples)
+    blocks.queue(default_concurrency_limit=1, max_size=demo.options.queue_size)
+    return blocks
+
+
+def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None:
+    name = spec.name
+    fit_fields, main, rest = _ordered_fields(spec)
+    presets = ["(defaults)", *preset_names(name)]
+    with gr.Tab(name, id=f"tab-{name}"):
+        gr.Markdown(f"**{name}**: {spec.description}" + (f" ({spec.paper})" if spec.paper else ""))
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="input image", elem_id=f"{name}-image",
+                                 sources=["upload", "clipboard"], height=256)  # fmt: skip
+                prompt = gr.Textbox(label="prompt", elem_id=f"{name}-prompt",
+                                    info="what the edited image should show")  # fmt: skip
+                source = gr.Textbox(
+                    label="source prompt",
+                    info="a caption of the input image",
+                    visible=spec.source_prompt != "unused",
+                    elem_id=f"{name}-source",
+                )
+                first = "fast" if "fast" in presets else presets[0]
+                start = dict(zip([i.name for i in infos_in_page_order(spec)],
+                                 preset_values(spec, first)))  # fmt: skip
+                with gr.Row():
+                    preset = gr.Dropdown(presets, value=first, label="preset",
+                                         elem_id=f"{name}-preset")  # fmt: skip
+                    seed = gr.Number(value=0, precision=0, label="seed", elem_id=f"{name}-seed")
+                    random_seed = gr.Checkbox(value=False, label="random seed")
+                with gr.Accordion("Fit settings (a change refits)", open=False):
+                    fit_widgets = [widget_for(i, start[i.name], f"{name}-") for i in fit_fields]
+                main_widget = [widget_for(main, start[main.name], f"{name}-")] if main else []
+                with gr.Accordion("Advanced (sampling: no refit)", open=False):
+                    rest_widgets = [widget_for(i, start[i.name], f"{name}-") for i in rest]
+                widgets = fit_widgets + main_widget + rest_widgets
+                with gr.Row():
+                    run = gr.Button("Edit", variant="primary", elem_id=f"{name}-run")
+                    sweep_field = gr.Dropdown(sweep_fields(spec), value=(sweep_fields(spec) or [None])[0],
+                                              label="sweep over", elem_id=f"{name}-sweep-field")  # fmt: skip
+                    sweep_values = gr.Textbox(
+                        value=_sweep_default(main), label="values", elem_id=f"{name}-sweep-values"
+                    )
+                    sweep = gr.Button("Sweep", elem_id=f"{name}-sweep")
+            with gr.Column():
+                out = gr.Image(label="edited", elem_id=f"{name}-out", interactive=False,
+                               format="png", height=256)  # fmt: skip
+                status = gr.Textbox(label="status", elem_id=f"{name}-status", interactive=False)
+                gallery = gr.Gallery(label="sweep", elem_id=f"{name}-gallery", columns=4,
+                                     format="png")  # fmt: skip
+                with gr.Row():
+                    png = gr.File(label="PNG with its recipe", elem_id=f"{name}-png")
+                    fit_file = gr.File(label="saved fit (zip)", elem_id=f"{name}-fit")
+                with gr.Accordion("recipe (stored in the PNG)", open=False):
+                    recipe = gr.Code(label="recipe", language="json", elem_id=f"{name}-recipe")
+        gr.Examples(examples, inputs=[image, prompt], label="shapes-world examples")
+
+        if len(presets) > 1:
+            preset.change(lambda p: preset_values(spec, p), inputs=preset, outputs=widgets,
+                          api_name=False)  # fmt: skip
+
+        def handler(sweeping: bool = False, only_if_cached: bool = False):
+            n_front = len(FRONT)
+
+            def fn(request: gr.Request, progress=gr.Progress(), *vals):  # noqa: B008 (gradio's way)
+                image_v, prompt_v, source_v, seed_v, random_v, sweep_f, sweep_v = vals[:n_front]
+
+                def cb(stage, step, total, info):
+                    progress((step, total), desc=stage)
+
+                session = getattr(request, "session_hash", None) or "anonymous"
+                try:
+                    r = demo.run(
+                        name, session, image_v, prompt_v, source_v, seed_v, random_v,
+                        list(vals[n_front:]), progress_cb=cb,
+                        sweep=(sweep_f, sweep_v) if sweeping else None,
+                        only_if_cached=only_if_cached,
+                    )  # fmt: skip
+                except ImagicKitError as e:
+                    raise gr.Error(str(e), print_exception=False) from None
+                except Exception as e:  # never a stack trace in the page
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise gr.Error(f"the edit failed: {first}", print_exception=False) from None
+                if r is None:  # a slider moved before any fit: nothing to re-sample yet
+                    return [gr.update()] * 5 + ["Press Edit first: there is no fit to re-sample."]
+                return r["image"], r["gallery"], r["recipe"], r["png"], r["fit"], r["status"]
+
+            # named parameters for the API (gradio reads the signature): image, prompt, ..., the
+            # config fields by name
+            names = [*FRONT, *(i.name for i in infos_in_page_order(spec))]
+            P = inspect.Parameter
+            fn.__signature__ = inspect.Signature(
+                [
+                    P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request),
+                    P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress()),
+                    *(P(n, P.POSITIONAL_OR_KEYWORD, default=None) for n in names),
+                ]
+            )
+            return fn
+
+        inputs = [image, prompt, source, seed, random_seed, sweep_field, sweep_values, *widgets]
+        outputs = [out, gallery, recipe, png, fit_file, status]
+        run.click(handler(), inputs=inputs, outputs=outputs, api_name=f"edit_{name}",
+                  concurrency_id="device", concurrency_limit=1)  # fmt: skip
+        sweep.click(handler(sweeping=True), inputs=inputs, outputs=outputs,
+                    api_name=f"sweep_{name}", concurrency_id="device", concurrency_limit=1)  # fmt: skip
+        if main_widget:
+            main_widget[0].release(handler(only_if_cached=True), inputs=inputs, outputs=outputs,
+                                   api_name=False, concurrency_id="device", concurrency_limit=1)  # fmt: skip
+
+
+def _sweep_default(main: FieldInfo | None) -> str:
+    if main is None or main.min is None or main.max is None:
+        return ""
+    lo, hi = float(main.min), float(main.max)
+    if main.name == "eta":
+        return "0.6,0.8,1.0,1.2"
+    return ",".join(f"{lo + (hi - lo) * k / 4:.3g}" for k in (1, 2, 3))
+
+
+def launch(
+    model: str = "tiny-shapes",
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    options: DemoOptions | None = None,
+    block: bool = True,
+):
+    """Load ``model`` and serve the demo; returns the Blocks (``block=False``: running in a thread,
+    stop it with ``.close()``)."""
+    import os
+
+    from ..models import load_backbone
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+    options = options or DemoOptions()
+    demo = Demo(load_backbone(model, device=device, dtype=dtype), options)
+    blocks = build(demo)
+    blocks.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        prevent_thread_lock=not block,
+        quiet=not block,  # the served address is printed when it runs in the foreground
+        show_error=True,
+        max_file_size=f"{options.max_upload_mb:g}mb",
+        allowed_paths=[str(options.work_dir)],
+    )
+    return blocks
