@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from .paths import check_writable_folder
 
 FORMAT_VERSION = 2  # 2: run.json lists every file with its SHA-256
 EMBEDDINGS, LORA, UNET = "embeddings.safetensors", "unet_lora.safetensors", "unet.safetensors"
-#: Everything a saved fit's folder may hold.
+#: Everything a saved fit's folder may hold (besides hidden files: OS metadata, temporary files).
 FIT_FILES = ("run.json", EMBEDDINGS, LORA, UNET)
+OS_FILES = ("Thumbs.db", "desktop.ini")
 
 
 @dataclass
@@ -61,8 +63,7 @@ class Fit:
         """Write the fit to ``folder`` as a whole: the files go to a temporary folder beside it,
         which then takes its place, so a crash leaves the previous fit or the new one, never a mix.
         ``run.json`` lists every file with its SHA-256, which :meth:`load` checks."""
-        folder = Path(folder)
-        check_save_target(folder)
+        folder = check_save_target(folder)  # resolved: a link to a folder saves into its target
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
         try:
@@ -117,11 +118,24 @@ class Fit:
                 f"'{run}' is not the run.json of a saved fit (no method recorded); refit with "
                 "--save-artifacts"
             )
-        if meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise ArtifactMismatchError(
-                f"'{folder}' was saved in fit format {meta.get('format_version')!r}; this version "
-                f"reads format {FORMAT_VERSION} (which lists each file's checksum): refit with "
-                "--save-artifacts"
+                f"'{folder}' was saved by a newer imagic-kit (fit format {version}); upgrade "
+                "imagic-kit, or refit with --save-artifacts"
+            )
+        if version == 1:  # saved by imagic-kit 0.1 before run.json listed the files
+            warnings.warn(
+                f"'{folder}' was saved by an earlier imagic-kit without file checksums: its files "
+                "are read unchecked (the tensors are still checked); save it again to add them",
+                stacklevel=2,
+            )
+            meta["files"] = {
+                n: {"sha256": _sha256(folder / n)} for n in FIT_FILES[1:] if (folder / n).is_file()
+            }
+        elif version != FORMAT_VERSION:
+            raise ArtifactMismatchError(
+                f"'{run}' has no known fit format ({version!r}); refit with --save-artifacts"
             )
         listed = meta.get("files")
         if (
@@ -214,9 +228,14 @@ def _cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def check_save_target(folder: str | os.PathLike) -> Path:
     """``folder`` can take a saved fit: it is new, empty, or holds a previous fit (which a save
     replaces as a whole). A folder holding anything else is refused: saving would delete it."""
-    folder = check_writable_folder(folder, "the artifacts folder")
+    folder = check_writable_folder(Path(folder).resolve(), "the artifacts folder")
+    check_writable_folder(folder.parent, "the folder of the artifacts folder")  # a save renames
     if folder.is_dir():
-        other = sorted(p.name for p in folder.iterdir() if p.name not in FIT_FILES)
+        other = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name not in FIT_FILES and not p.name.startswith(".") and p.name not in OS_FILES
+        )
         if other:
             raise ConfigError(
                 f"the artifacts folder '{folder}' holds files that are not a saved fit "
@@ -247,7 +266,17 @@ def _replace_folder(new: Path, folder: Path) -> None:
         return
     old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
     os.rmdir(old)
-    os.replace(folder, old)
+    try:
+        os.replace(folder, old)
+    except OSError:  # a mount point or otherwise busy: replace the files inside it instead
+        for p in folder.iterdir():
+            if p.name in FIT_FILES and not (new / p.name).exists():
+                p.unlink()
+        run = new / "run.json"
+        for p in sorted(new.iterdir(), key=lambda p: p == run):  # run.json, the listing, last
+            os.replace(p, folder / p.name)
+        shutil.rmtree(new, ignore_errors=True)
+        return
     try:
         os.replace(new, folder)
     except BaseException:

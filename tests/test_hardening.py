@@ -328,6 +328,22 @@ def test_damaged_or_foreign_artifacts_are_refused(tiny, scene_path, saved_fit):
         Fit.load(folder)
 
 
+def test_fits_of_the_previous_format_links_and_os_files(tiny, scene_path, saved_fit, tmp_path):
+    folder, kw, first = saved_fit
+    run = folder / "run.json"
+    meta = json.loads(run.read_text())
+    legacy = {k: v for k, v in meta.items() if k != "files"}
+    run.write_text(json.dumps({**legacy, "format_version": 1}))  # as imagic-kit 0.1 saved it
+    with pytest.warns(UserWarning, match="without file checksums"):
+        again = edit(tiny, str(scene_path), "a blue circle", artifacts=folder, **kw)
+    assert np.array_equal(np.asarray(again.image), np.asarray(first.image))
+    (folder / ".DS_Store").write_bytes(b"\0")  # OS metadata does not block a save
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    edit(tiny, str(scene_path), "a blue circle", save_artifacts=link, **kw)
+    assert link.is_symlink() and json.loads(run.read_text())["format_version"] == 2
+
+
 def test_saving_never_deletes_the_users_files(tiny, scene_path, saved_fit):
     """A folder that holds a fit and anything else (the photo itself, notes) is not replaced."""
     folder, kw, _ = saved_fit
@@ -375,9 +391,13 @@ def test_a_partial_last_row_is_dropped_and_redone(tiny, tmp_path, capsys):
 # --- small things ----------------------------------------------------------------------------------------------
 
 
-def test_quiet_means_no_loading_bars(capsys, tmp_path, scene_path):
+def test_quiet_means_no_loading_bars(capsys, tmp_path, scene_path, tiny):
+    from imagic_kit.models import to_pipeline
+
+    to_pipeline(tiny).save_pretrained(str(tmp_path / "model"))  # loads with diffusers' bars
+    capsys.readouterr()
     code = main(["edit", "--image", str(scene_path), "--prompt", "a blue circle", "--method",
-                 "sdedit", "--model", "tiny-random", "--seed", "0", "-q", "-o",
+                 "sdedit", "--model", str(tmp_path / "model"), "--seed", "0", "-q", "-o",
                  str(tmp_path / "o.png")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0 and "Loading" not in err and "it/s" not in err, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import itertools
@@ -188,10 +189,11 @@ def _repair_tail(path: Path) -> None:
     """Cut a partial last row (a run stopped while writing it: power loss, a full disk) off
     ``path``, so that appending does not glue the next row to it. The edit it belonged to has no
     complete row, so the resumed run redoes it."""
-    size = path.stat().st_size
-    if size == 0:
-        return
     with path.open("rb+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # no shard writes a row meanwhile (_write_row)
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
             return
@@ -218,9 +220,13 @@ def _write_row(f, writer: csv.DictWriter, row: dict[str, Any]) -> None:
     within a row, and a finished row survives a crash."""
     buf = io.StringIO()
     csv.DictWriter(buf, fieldnames=writer.fieldnames).writerow(row)
-    f.write(buf.getvalue())
-    f.flush()
-    os.fsync(f.fileno())
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _start_csv(path: Path, fields: list[str]) -> None:
@@ -278,7 +284,7 @@ def check_plan(
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"shard {i}/{n} is impossible; use I/N with 0 <= I < N, e.g. 0/2 and 1/2")
     ids = [safe_name(e.get("id"), "edit id") for e in suite["edits"]]  # they become file names
-    if len(set(ids)) != len(ids):
+    if len({i.casefold() for i in ids}) != len(ids):  # Cat-1 and cat-1 are one file on some disks
         raise ConfigError("the suite uses an edit id twice; give every edit its own id")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit {limit}: give at least 1 edit (or no limit for the whole suite)")
@@ -491,9 +497,13 @@ def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None
         )
     buf = io.StringIO()
     csv.DictWriter(buf, fieldnames=CANDIDATE_FIELDS).writerows(lines)
-    f.write(buf.getvalue())
-    f.flush()
-    os.fsync(f.fileno())
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _safe(s: str) -> str:

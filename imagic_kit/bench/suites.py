@@ -114,9 +114,9 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
         if not isinstance(e["id"], str | int) or isinstance(e["id"], bool):
             raise ConfigError(f"{where}: the id must be a name, got {e['id']!r}")
         e["id"] = safe_name(e["id"], f"{where}: id")
-        if e["id"] in seen:
+        if e["id"].casefold() in seen:  # Cat-1 and cat-1 would be one file on some disks
             raise ConfigError(f"{where}: id {e['id']!r} is used twice; give every edit its own id")
-        seen.add(e["id"])
+        seen.add(e["id"].casefold())
         where = f"suite '{path}' edit {e['id']!r}"
         if not isinstance(e["prompt"], str) or not e["prompt"].strip():
             raise ConfigError(f"{where}: the prompt must be non-empty text")

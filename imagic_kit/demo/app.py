@@ -16,6 +16,8 @@ bounded. Errors are shown in the page as their one-line message.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import inspect
 import json
 import secrets
@@ -61,10 +63,12 @@ class DemoOptions:
 
 
 class FitCache:
-    """The fits of the browser sessions, bounded; the least recently used goes first."""
+    """The fits of the browser sessions, bounded; the least recently used goes first, and
+    ``on_evict(key)`` is told (the demo deletes that session's files)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, on_evict=None):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        self.on_evict = on_evict
 
     def get(self, key: tuple) -> Any:
         with self._lock:
@@ -74,11 +78,15 @@ class FitCache:
             return None
 
     def put(self, key: tuple, fit: Any) -> None:
+        evicted = []
         with self._lock:
             self._items[key] = fit
             self._items.move_to_end(key)
             while len(self._items) > self.size:
-                self._items.popitem(last=False)
+                evicted.append(self._items.popitem(last=False)[0])
+        for k in evicted:
+            if self.on_evict is not None:
+                self.on_evict(k)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -94,7 +102,12 @@ def widget_for(info: FieldInfo, value: Any = None, prefix: str = ""):
         return gr.Dropdown(choices=list(info.choices), value=value, **common)
     if tp is bool:
         return gr.Checkbox(value=bool(value), **common)
-    if tp in (int, float) and info.min is not None and info.max is not None:
+    small = (
+        tp is float
+        and value not in (None, 0)
+        and abs(value) < 100 * _step(info.min or 0, info.max or 1)
+    )
+    if tp in (int, float) and info.min is not None and info.max is not None and not small:
         step = 1 if tp is int else _step(info.min, info.max)
         return gr.Slider(minimum=info.min, maximum=info.max, step=step, value=value, **common)
     if tp in (int, float):
@@ -131,8 +144,16 @@ class Demo:
     def __init__(self, backbone, options: DemoOptions | None = None):
         self.backbone = backbone
         self.options = options or DemoOptions()
-        self.cache = FitCache(self.options.cache_size)
+        self.cache = FitCache(self.options.cache_size, on_evict=self._forget)
         self.options.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def _folder(self, key: tuple) -> Path:
+        """The one folder of a (session, method): its latest PNG and fit zip, replaced each time."""
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        return self.options.work_dir / f"{key[1]}-{digest}"
+
+    def _forget(self, key: tuple) -> None:
+        shutil.rmtree(self._folder(key), ignore_errors=True)
 
     # --- one edit ---------------------------------------------------------------------------------
 
@@ -177,6 +198,9 @@ class Demo:
         from ..config import parse_sweep, parse_value
 
         spec = get_method(method)
+        key = (session, method)
+        if only_if_cached and self.cache.get(key) is None:
+            return None
         image = self.check_image(image)
         overrides = self.overrides(spec, values)
         seed_value = secrets.randbelow(2**31) if random_seed or seed is None else int(seed)
@@ -188,10 +212,7 @@ class Demo:
             callback=progress_cb,
             **overrides,
         )
-        key = (session, method)
         cached = self.cache.get(key)
-        if cached is None and only_if_cached:
-            return None
         t0 = time.perf_counter()
         sweep_values = None
         if sweep is not None:
@@ -216,6 +237,8 @@ class Demo:
                 results = go(cached)
                 reused = True
             except ArtifactMismatchError:  # a fit-stage value, the image or the prompt changed
+                if only_if_cached:  # a slider never starts a fit on its own
+                    return None
                 results = go(None)
         else:
             results = go(None)
@@ -233,10 +256,16 @@ class Demo:
                 f"Fitted and sampled: {took:.1f} s (fit {first.timings['fit_s']:.1f} s, "
                 f"sampling {sample_s:.1f} s), seed {first.seed}."
             )
-        folder = Path(tempfile.mkdtemp(prefix="edit-", dir=self.options.work_dir))
+        folder = self._folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
         png = first.save(folder / f"{method}-{first.seed}.png")[0]
-        fit_dir = first.fit.save(folder / "fit")
-        fit_zip = shutil.make_archive(str(folder / f"{method}-fit"), "zip", fit_dir)
+        fit_zip = folder / f"{method}-fit.zip"
+        if not (reused and fit_zip.is_file()):  # a re-sample keeps the fit, and its zip
+            fit_dir = first.fit.save(folder / "fit")
+            shutil.make_archive(str(fit_zip.with_suffix("")), "zip", fit_dir)
+            shutil.rmtree(fit_dir, ignore_errors=True)
         gallery = []
         if sweep_values is not None:
             for r in results:
@@ -248,7 +277,7 @@ class Demo:
             "recipe": json.dumps(first.recipe, indent=2, sort_keys=True, default=str),
             "status": status,
             "png": str(png),
-            "fit": fit_zip,
+            "fit": str(fit_zip),
             "reused": reused,
         }
 
@@ -288,7 +317,8 @@ def example_images(folder: Path) -> list[list[Any]]:
 def build(demo: Demo):
     """The Gradio Blocks of ``demo``: a tab per registered method."""
     examples = example_images(demo.options.work_dir / "examples")
-    with gr.Blocks(title="imagic-kit") as blocks:
+    # gradio's own copies of uploads and outputs: deleted after an hour
+    with gr.Blocks(title="imagic-kit", delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
             f"# imagic-kit\nEdit an image from a text prompt. Model: `{demo.backbone.model_id}`"
             + (
@@ -313,7 +343,8 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
         with gr.Row():
             with gr.Column():
                 image = gr.Image(type="filepath", label="input image", elem_id=f"{name}-image",
-                                 sources=["upload", "clipboard"], height=256)  # fmt: skip
+                                 sources=["upload", "clipboard"], height=256,
+                                 image_mode=None)  # fmt: skip
                 prompt = gr.Textbox(label="prompt", elem_id=f"{name}-prompt",
                                     info="what the edited image should show")  # fmt: skip
                 source = gr.Textbox(
@@ -383,8 +414,11 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                 except Exception as e:  # never a stack trace in the page
                     first = str(e).splitlines()[0] if str(e) else type(e).__name__
                     raise gr.Error(f"the edit failed: {first}", print_exception=False) from None
-                if r is None:  # a slider moved before any fit: nothing to re-sample yet
-                    return [gr.update()] * 5 + ["Press Edit first: there is no fit to re-sample."]
+                if r is None:  # a slider moved with no matching fit: it never starts a fit
+                    return [gr.update()] * 5 + [
+                        "Nothing re-sampled: press Edit (there is no fit yet, or the image, the "
+                        "prompt or a fit setting changed)."
+                    ]
                 return r["image"], r["gallery"], r["recipe"], r["png"], r["fit"], r["status"]
 
             # named parameters for the API (gradio reads the signature): image, prompt, ..., the
@@ -406,18 +440,23 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                   concurrency_id="device", concurrency_limit=1)  # fmt: skip
         sweep.click(handler(sweeping=True), inputs=inputs, outputs=outputs,
                     api_name=f"sweep_{name}", concurrency_id="device", concurrency_limit=1)  # fmt: skip
-        if main_widget:
+        if main_widget and isinstance(main_widget[0], gr.Slider):
             main_widget[0].release(handler(only_if_cached=True), inputs=inputs, outputs=outputs,
                                    api_name=False, concurrency_id="device", concurrency_limit=1)  # fmt: skip
 
 
 def _sweep_default(main: FieldInfo | None) -> str:
-    if main is None or main.min is None or main.max is None:
+    """Four values around the main field's default, a twentieth of its range apart."""
+    if (
+        main is None
+        or main.min is None
+        or main.max is None
+        or not isinstance(main.default, float | int)
+    ):
         return ""
-    lo, hi = float(main.min), float(main.max)
-    if main.name == "eta":
-        return "0.6,0.8,1.0,1.2"
-    return ",".join(f"{lo + (hi - lo) * k / 4:.3g}" for k in (1, 2, 3))
+    step = (float(main.max) - float(main.min)) / 20
+    values = [main.default + k * step for k in (-2, -1, 0, 1)]
+    return ",".join(f"{min(max(v, main.min), main.max):.3g}" for v in values)
 
 
 def launch(
@@ -441,6 +480,18 @@ def launch(
     options = options or DemoOptions()
     demo = Demo(load_backbone(model, device=device, dtype=dtype), options)
     blocks = build(demo)
+    atexit.register(shutil.rmtree, options.work_dir, ignore_errors=True)
+    try:
+        _launch(blocks, host, port, share, block, options)
+    except OSError as e:  # the port is taken, the host cannot be bound
+        raise ConfigError(
+            f"cannot serve on {host}:{port or 'the default port'} ({e.strerror or e}); choose "
+            "another --port or --host"
+        ) from None
+    return blocks
+
+
+def _launch(blocks, host, port, share, block, options) -> None:
     blocks.launch(
         server_name=host,
         server_port=port,
@@ -448,7 +499,6 @@ def launch(
         prevent_thread_lock=not block,
         quiet=not block,  # the served address is printed when it runs in the foreground
         show_error=True,
-        max_file_size=f"{options.max_upload_mb:g}mb",
+        max_file_size=int(options.max_upload_mb * 2**20),
         allowed_paths=[str(options.work_dir)],
     )
-    return blocks

@@ -30,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("queue_size", "cache_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.max_upload_mb <= 0 or (args.port is not None and not 0 < args.port < 65536):
+    import math
+
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0) or (
+        args.port is not None and not 0 < args.port < 65536
+    ):
         raise ConfigError("--max-upload-mb must be positive and --port in 1..65535")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
