@@ -1,0 +1,187 @@
+"""Run a batch manifest: one PNG per row, resumable, failures recorded, fits shared, scale-out.
+
+Every row's output is written atomically and carries its recipe plus the row's key (a hash of its
+image, prompt, method, resolved config, seed and model): a rerun skips rows whose output holds
+the same key and redoes the others, so a run killed at any moment loses no finished row and
+leaves no half-written file. A row that fails (a bad value, an unreadable image, NaN, out of
+memory) is recorded with its one-line error and the batch goes on.
+
+Rows with the same image, method and seed run one after another and offer the previous fit to
+``edit()``, which reuses it when only sample-stage values differ (a sweep over eta fits once).
+
+Several processes (``accelerate launch``) split the rows by those groups, so
+none is done twice or missed; each writes its part of the summary and the main process merges
+them into ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactMismatchError, ImagicKitError
+from ..imaging import json_text, read_recipe
+from .manifest import Row, output_name
+
+FIT_CACHE = 4  # fits kept while a process walks through its rows
+
+
+def group_rows(rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped by (image, method, seed), in manifest order of each group's first row: the
+    rows that may share a fit (a fit depends on its seed, so a row's image does not depend on
+    which row of its group ran first)."""
+    groups: OrderedDict[tuple, list[Row]] = OrderedDict()
+    for r in rows:
+        groups.setdefault(_group(r), []).append(r)
+    return list(groups.values())
+
+
+def _group(r: Row) -> tuple:
+    return (str(r.image), r.method, r.seed)
+
+
+def share(rows: list[Row], rank: int, world: int) -> list[Row]:
+    """This process's rows: every ``world``-th group (image, method, seed), from ``rank``."""
+    return [r for k, g in enumerate(group_rows(rows)) if k % world == rank for r in g]
+
+
+def run_batch(
+    backbone,
+    rows: list[Row],
+    out: str | Path,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    save_fits: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run this process's share of ``rows`` into ``out``; returns its part of the summary."""
+    from ..api import edit
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [output_name(r) for r in rows]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:  # found before any work: two rows would write one file
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"two rows write the same output ({', '.join(dup[:3])}); give unique outputs"
+        )
+    mine = share(rows, rank, world)
+    done = skipped = 0
+    failures: list[dict[str, Any]] = []
+    fits: OrderedDict[tuple, Any] = OrderedDict()
+    t0 = time.perf_counter()
+    from ..progress import ProgressOptions
+
+    bar = ProgressOptions(enabled=progress and rank == 0)(
+        len(mine), f"batch (process {rank + 1}/{world})"
+    )
+    for row in mine:
+        name = output_name(row)
+        path = out / name
+        try:
+            if row.error:
+                raise _RowError(row.error)
+            key = row.key(backbone.model_id)
+            if path.is_file() and _recipe_key(path) == key:
+                skipped += 1
+                bar.update()
+                continue
+            group = _group(row)
+            cached = fits.get(group)
+            kwargs = dict(
+                method=row.method,
+                config=row.config,
+                source_prompt=row.source_prompt,
+                seed=row.seed,
+                progress=False,
+            )
+            try:
+                r = edit(backbone, str(row.image), row.prompt, artifacts=cached, **kwargs)
+            except ArtifactMismatchError:
+                if cached is None:
+                    raise
+                r = edit(backbone, str(row.image), row.prompt, **kwargs)
+            fits[group] = r.fit
+            fits.move_to_end(group)
+            while len(fits) > FIT_CACHE:
+                fits.popitem(last=False)
+            r.recipe["batch"] = {"row": row.number, "key": key}
+            # whether this row found its fit made by an earlier one depends on where a run was
+            # interrupted; left out, an output is the same bytes however the batch was run
+            r.recipe.pop("fit_reused", None)
+            if save_fits:
+                r.fit.save(out / "fits" / Path(name).stem)
+            r.save(path)
+            done += 1
+        except (ImagicKitError, _RowError) as e:
+            failures.append({"row": row.number, "image": str(row.image), "error": str(e)})
+        except (RuntimeError, ValueError, OSError) as e:  # NaN in a model, a file vanished, ...
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            failures.append({"row": row.number, "image": str(row.image), "error": first[:300]})
+        bar.update()
+    bar.close()
+    part = {
+        "process": rank,
+        "row_numbers": [r.number for r in mine],
+        "rows": len(mine),
+        "done": done,
+        "skipped": skipped,
+        "failed": len(failures),
+        "time_s": round(time.perf_counter() - t0, 2),
+        "failures": failures,
+    }
+    _atomic_text(out / f".summary-{rank}-of-{world}.json", json_text(part))
+    return part
+
+
+class _RowError(Exception):
+    """A row whose own values are wrong (found when the manifest was read)."""
+
+
+def _recipe_key(path: Path) -> str | None:
+    try:
+        recipe = read_recipe(path) or {}
+    except Exception:  # an unreadable output is redone
+        return None
+    batch = recipe.get("batch")
+    return batch.get("key") if isinstance(batch, dict) else None
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def merge_summary(out: str | Path, world: int, total_rows: int, model_id: str) -> dict[str, Any]:
+    """The processes' parts merged into ``summary.json``."""
+    out = Path(out)
+    parts = []
+    for rank in range(world):
+        p = out / f".summary-{rank}-of-{world}.json"
+        parts.append(
+            json.loads(p.read_text()) if p.is_file() else {"process": rank, "missing": True}
+        )
+    failures = sorted((f for p in parts for f in p.get("failures", [])), key=lambda f: f["row"])
+    summary = {
+        "rows": total_rows,
+        "done": sum(p.get("done", 0) for p in parts),
+        "skipped": sum(p.get("skipped", 0) for p in parts),
+        "failed": len(failures),
+        "time_s": max((p.get("time_s", 0) for p in parts), default=0),
+        "processes": world,
+        "rows_by_process": [p.get("row_numbers", []) for p in parts],
+        "model": model_id,
+        "failures": failures,
+    }
+    _atomic_text(out / "summary.json", json_text(summary))
+    for rank in range(world):
+        (out / f".summary-{rank}-of-{world}.json").unlink(missing_ok=True)
+    return summary

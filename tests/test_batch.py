@@ -1,0 +1,126 @@
+"""Batch editing: manifests checked up front, bad rows recorded while the others run, resumable to
+the same bytes after a kill, and a 2-process accelerate run that does every row exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imagic_kit.batch.manifest import read_manifest
+from imagic_kit.cli import main
+from imagic_kit.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "assets" / "example.png"
+
+
+def manifest(folder: Path, rows: list[str], name: str = "m.csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLE, folder / "ex.png")
+    path = folder / name
+    path.write_text(
+        "image,prompt,method,seed,strength,num_inference_steps,output\n" + "\n".join(rows) + "\n"
+    )
+    return path
+
+
+GOOD = [
+    "ex.png,a blue circle on a gray background,sdedit,0,0.5,4,",
+    "ex.png,a blue circle on a gray background,sdedit,1,0.7,4,",
+    "ex.png,a green circle,sdedit,2,0.6,4,green.png",
+    "ex.png,a yellow circle,sdedit,3,0.6,4,",
+    "ex.png,a red square,sdedit,4,0.6,4,",
+    "ex.png,a red triangle,sdedit,5,0.6,4,",
+]
+
+
+def test_bad_rows_fail_and_the_others_run(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    path = manifest(tmp_path / "in", [
+        *GOOD[:2],
+        "bad.png,a blue circle,sdedit,0,,4,",
+        "missing.png,a blue circle,sdedit,0,,4,",
+        "ex.png,a blue circle,nomethod,0,,4,",
+    ])  # fmt: skip
+    out = tmp_path / "out"
+    code = main(["batch", str(path), "--out", str(out), "--model", "tiny-random", "-q"])
+    text = capsys.readouterr().out
+    assert code == 1  # some row failed
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["failed"], summary["rows"]) == (2, 3, 5)
+    errors = {f["row"]: f["error"] for f in summary["failures"]}
+    assert "corrupt or truncated" in errors[3] and "does not exist" in errors[4]
+    assert "unknown method 'nomethod'" in errors[5] and "3 failed" in text
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "00001-ex-sdedit.png",
+        "00002-ex-sdedit.png",
+    ]
+    again = main(["batch", str(path), "--out", str(out), "--model", "tiny-random", "-q"])
+    assert again == 1 and json.loads((out / "summary.json").read_text())["skipped"] == 2
+
+
+def test_a_malformed_manifest_stops_before_anything_runs(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("image,prompt\nex.png,a\n")
+    with pytest.raises(ConfigError, match="required column.*method"):
+        read_manifest(bad)
+    jl = tmp_path / "m.jsonl"
+    jl.write_text('{"image": "a.png", "prompt": "x", "method": "sdedit"}\n{oops\n[1]\n')
+    with pytest.raises(ConfigError, match="line 2: not JSON.*line 3: not an object"):
+        read_manifest(jl)
+    rows = read_manifest(
+        manifest(tmp_path, ["ex.png,x,sdedit,0,nan,4,", "ex.png,x,sdedit,0,,4,../up.png"])
+    )
+    assert "finite number" in rows[0].error and "must be a file name" in rows[1].error
+
+
+def _batch(path: Path, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "imagic_kit.cli", "batch", str(path), "--out", str(out),
+           "--model", "tiny-random", "--threads", "1", "-q"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_a_killed_batch_resumes_to_the_same_bytes(tmp_path):
+    rows = [r.replace(",4,", ",40,") for r in GOOD]  # slow enough to be killed mid-way
+    path = manifest(tmp_path / "in", rows)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _batch(path, whole).wait(timeout=300) == 0
+    p = _batch(path, cut)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cut.glob("*.png"))) < 2:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert 2 <= len(list(cut.glob("*.png"))) < len(rows)
+    assert _batch(path, cut).wait(timeout=300) == 0
+    assert sorted(p.name for p in cut.glob("*.png")) == sorted(p.name for p in whole.glob("*.png"))
+    for png in whole.glob("*.png"):
+        assert (cut / png.name).read_bytes() == png.read_bytes(), png.name
+    assert not [p for p in cut.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_two_accelerate_processes_on_cpu_do_every_row_once(tmp_path):
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+    path = manifest(tmp_path / "in", GOOD)
+    out = tmp_path / "out"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "scripts" / "batch_edit.py"), str(path), "--out", str(out),
+           "--model", "tiny-random", "-q"]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    by_process = s["rows_by_process"]
+    assert s["processes"] == 2 and all(by_process)  # both worked
+    assert sorted(n for rows in by_process for n in rows) == list(range(1, len(GOOD) + 1))
+    assert s["done"] == len(GOOD) and s["failed"] == 0
