@@ -24,7 +24,7 @@ from . import selection
 from .artifacts import Fit, check_save_target
 from .backbone import Backbone
 from .config import to_dict
-from .errors import ArtifactMismatchError, ConfigError, OutOfMemoryError
+from .errors import ArtifactMismatchError, ConfigError, NonFiniteOutputError, OutOfMemoryError
 from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
 from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
@@ -292,6 +292,11 @@ def edit(
     }
     if chosen.ranking is not None:
         recipe["ranking"] = chosen.ranking.to_dict()
+    if not torch.isfinite(chosen.pixels).all():
+        raise NonFiniteOutputError(
+            f"{spec.name} produced NaN or infinite pixels on {backbone.device} ({backbone.dtype}); "
+            "try --dtype float32, fewer sampling steps or a lower guidance_scale"
+        )
     out = tensor_to_pil(chosen.pixels)
     return EditResult(out, fit, cfg, seed, timings, recipe, pils, chosen.candidates, chosen.ranking)
 

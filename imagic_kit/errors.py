@@ -30,5 +30,9 @@ class NonFiniteLossError(ImagicKitError):
     """An optimisation produced NaN or infinite loss."""
 
 
+class NonFiniteOutputError(ImagicKitError):
+    """Sampling produced NaN or infinite pixels (a black image would be written otherwise)."""
+
+
 class OutOfMemoryError(ImagicKitError):
     """The device ran out of memory."""

@@ -124,3 +124,40 @@ def test_two_accelerate_processes_on_cpu_do_every_row_once(tmp_path):
     assert s["processes"] == 2 and all(by_process)  # both worked
     assert sorted(n for rows in by_process for n in rows) == list(range(1, len(GOOD) + 1))
     assert s["done"] == len(GOOD) and s["failed"] == 0
+
+
+def test_a_changed_row_is_redone_and_every_image_of_a_row_is_kept(tmp_path, capsys):
+    path = manifest(tmp_path / "in", GOOD[:3])
+    out = tmp_path / "out"
+    args = ["batch", str(path), "--out", str(out), "--model", "tiny-random", "-q"]
+    assert main(args) == 0
+    path.write_text(path.read_text().replace("a green circle", "a green square"))  # row 3 changed
+    assert main(args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["done"], s["skipped"]) == (1, 2)
+    # several images per row: all written, and a row counts as done only when all are there
+    rows = path.read_text().splitlines()
+    path.write_text(rows[0] + ",num_images_per_prompt\n" + rows[1] + ",2\n")
+    assert main(args) == 0
+    assert (out / "00001-ex-sdedit.png").is_file() and (out / "00001-ex-sdedit-1.png").is_file()
+    (out / "00001-ex-sdedit-1.png").unlink()
+    assert main(args) == 0 and (out / "00001-ex-sdedit-1.png").is_file()
+    capsys.readouterr()
+    path.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[1] + "00001-ex-sdedit.png\n")
+    assert main(args) == 2  # two rows writing one file: refused before anything runs
+    assert "both write" in capsys.readouterr().err
+
+
+def test_jsonl_values_and_spreadsheet_csv(tmp_path):
+    shutil.copy(EXAMPLE, tmp_path / "ex.png")
+    jl = tmp_path / "m.jsonl"
+    jl.write_text(
+        json.dumps({"image": "ex.png", "prompt": 5, "method": "sdedit"}) + "\n"
+        + json.dumps({"image": "ex.png", "prompt": "a\\u2028b", "method": "sdedit"}) + "\n"
+    )  # fmt: skip
+    rows = read_manifest(jl)
+    assert "prompt must be text" in rows[0].error and rows[1].error is None
+    bom = tmp_path / "b.csv"
+    bom.write_bytes('\ufeffimage,prompt,method\nex.png,"two\nlines",sdedit\n'.encode())
+    (row,) = read_manifest(bom)
+    assert row.error is None and row.prompt == "two\nlines"

@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2**63:
         raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
     rows = read_manifest(args.manifest, args.seed)  # a malformed manifest stops here, all listed
+    from .manifest import check_outputs
+
+    check_outputs(rows)  # two rows writing one file: before the model loads
     check_writable_folder(args.out, "--out")
     configure_threads(args.threads)
     if args.quiet:

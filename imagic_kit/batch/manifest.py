@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ class Row:
     config: Any = None
     error: str | None = None
 
-    def key(self, model_id: str) -> str:
+    def key(self, backbone: Any) -> str:
         """A hash of everything the row's image depends on: a rerun skips a row whose output holds
         the same key and redoes one whose prompt, value, seed or image changed."""
         blob = json.dumps(
@@ -55,7 +56,9 @@ class Row:
                 "method": self.method,
                 "config": _config_dict(self.config),
                 "seed": self.seed,
-                "model": model_id,
+                "model": backbone.model_id,
+                "revision": backbone.revision,
+                "dtype": str(backbone.dtype),
             },
             sort_keys=True,
             default=str,
@@ -79,13 +82,13 @@ def read_manifest(path: str | Path, default_seed: int = 0) -> list[Row]:
     if not path.is_file():
         raise ConfigError(f"manifest '{path}' does not exist; give a .csv or .jsonl file")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is dropped
     except UnicodeDecodeError:
         raise ConfigError(f"manifest '{path}' is not UTF-8 text; save it as UTF-8") from None
     problems: list[str] = []
     records: list[dict[str, Any]] = []
     if path.suffix.lower() == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):  # only \n ends a record
             if not line.strip():
                 continue
             try:
@@ -100,7 +103,7 @@ def read_manifest(path: str | Path, default_seed: int = 0) -> list[Row]:
         columns = sorted({k for r in records for k in r})
         missing = [c for c in REQUIRED if not all(c in r for r in records)]
     elif path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted newlines stay
         columns = list(reader.fieldnames or [])
         dup = sorted({c for c in columns if columns.count(c) > 1})
         if dup:
@@ -123,6 +126,8 @@ def read_manifest(path: str | Path, default_seed: int = 0) -> list[Row]:
 
 
 def _row(number: int, rec: dict[str, Any], base: Path, default_seed: int) -> Row:
+    wrong = [k for k in ("image", "prompt", "method", "source_prompt", "preset", "output")
+             if rec.get(k) is not None and not isinstance(rec[k], str)]  # fmt: skip
     text = {k: ("" if v is None else v) for k, v in rec.items()}
     image = str(text.get("image", "")).strip()
     row = Row(
@@ -139,6 +144,14 @@ def _row(number: int, rec: dict[str, Any], base: Path, default_seed: int) -> Row
         output=str(text.get("output", "")).strip(),
     )
     try:
+        if wrong:
+            raise ConfigError(f"{', '.join(wrong)} must be text")
+        if (
+            row.preset
+            and row.preset.endswith((".yaml", ".yml"))
+            and not Path(row.preset).is_absolute()
+        ):
+            row.preset = str(base / row.preset)  # a preset file is read against the manifest too
         seed = str(text.get("seed", "")).strip()
         row.seed = default_seed if seed == "" else _seed(seed)
         spec = get_method(row.method)
@@ -175,6 +188,27 @@ def _seed(text: str) -> int:
     if not 0 <= value < 2**63:
         raise ConfigError(f"seed {value} must be in [0, 2**63-1]")
     return value
+
+
+def output_names(row: Row) -> list[str]:
+    """Every PNG the row writes: its output name, then ``stem-1.png``... for further images."""
+    from ..selection import images_per_prompt
+
+    first = output_name(row)
+    n = images_per_prompt(row.config) if row.config is not None else 1
+    return [first] + [f"{Path(first).stem}-{i}.png" for i in range(1, n)]
+
+
+def check_outputs(rows: list[Row]) -> None:
+    """No two rows write one file (names compared as case-insensitive disks would)."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        for name in output_names(row):
+            other = seen.setdefault(name.casefold(), row.number)
+            if other != row.number:
+                raise ConfigError(
+                    f"rows {other} and {row.number} both write {name}; give them distinct outputs"
+                )
 
 
 def output_name(row: Row) -> str:

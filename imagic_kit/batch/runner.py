@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactMismatchError, ImagicKitError
-from ..imaging import json_text, read_recipe
-from .manifest import Row, output_name
+from ..imaging import json_text, read_recipe, save_png
+from .manifest import Row, check_outputs, output_name, output_names
 
 FIT_CACHE = 4  # fits kept while a process walks through its rows
 
@@ -63,15 +64,13 @@ def run_batch(
     from ..api import edit
 
     out = Path(out)
+    check_outputs(rows)
     out.mkdir(parents=True, exist_ok=True)
-    names = [output_name(r) for r in rows]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:  # found before any work: two rows would write one file
-        from ..errors import ConfigError
-
-        raise ConfigError(
-            f"two rows write the same output ({', '.join(dup[:3])}); give unique outputs"
-        )
+    if world == 1:  # files a killed run was writing (no other process is writing now)
+        for stale in [*out.glob(".*.tmp"), *out.glob("fits/.*.tmp")]:
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    if rank == 0:
+        (out / "summary.json").unlink(missing_ok=True)  # an earlier run's summary is not this one
     mine = share(rows, rank, world)
     done = skipped = 0
     failures: list[dict[str, Any]] = []
@@ -84,12 +83,12 @@ def run_batch(
     )
     for row in mine:
         name = output_name(row)
-        path = out / name
         try:
             if row.error:
                 raise _RowError(row.error)
-            key = row.key(backbone.model_id)
-            if path.is_file() and _recipe_key(path) == key:
+            key = row.key(backbone)
+            names = output_names(row)
+            if all(_recipe_key(out / n) == key for n in names):
                 skipped += 1
                 bar.update()
                 continue
@@ -118,11 +117,14 @@ def run_batch(
             r.recipe.pop("fit_reused", None)
             if save_fits:
                 r.fit.save(out / "fits" / Path(name).stem)
-            r.save(path)
+            # the further images first, the row's own name last: a row counts as done (above)
+            # only when all its files hold its key
+            for k in reversed(range(len(r.images))):
+                save_png(r.images[k], out / names[k], {**r.recipe, "index": k})
             done += 1
         except (ImagicKitError, _RowError) as e:
             failures.append({"row": row.number, "image": str(row.image), "error": str(e)})
-        except (RuntimeError, ValueError, OSError) as e:  # NaN in a model, a file vanished, ...
+        except Exception as e:  # any other error of one row must not end the batch
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             failures.append({"row": row.number, "image": str(row.image), "error": first[:300]})
         bar.update()
@@ -169,6 +171,11 @@ def merge_summary(out: str | Path, world: int, total_rows: int, model_id: str) -
         parts.append(
             json.loads(p.read_text()) if p.is_file() else {"process": rank, "missing": True}
         )
+    for p in parts:
+        if p.get("missing"):  # a process that never reported: its rows are not done
+            p["failures"] = [
+                {"row": 0, "image": "", "error": f"process {p['process']} did not finish"}
+            ]
     failures = sorted((f for p in parts for f in p.get("failures", [])), key=lambda f: f["row"])
     summary = {
         "rows": total_rows,
