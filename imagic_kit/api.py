@@ -20,17 +20,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import selection
 from .artifacts import Fit, check_save_target
 from .backbone import Backbone
-from .config import to_dict
+from .config import check_seed, to_dict
 from .errors import ArtifactMismatchError, ConfigError, NonFiniteOutputError, OutOfMemoryError
 from .imaging import fit_to_square, image_hash, load_image, pil_to_tensor, save_png, tensor_to_pil
 from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
 from .selection import draw, ranking_clip, select
 
-MAX_SEED = 2**63 - 1
 _TorchOOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -191,15 +189,13 @@ def edit(
     cfg = make_config(method, config, preset, **overrides)
     sources = list(image) if isinstance(image, list | tuple) else [image]
     check_inputs(spec, backbone, sources, prompt, source_prompt)
-    selection.check_rank_clip(cfg)
     prompt = prompt.strip()
     source_prompt = source_prompt.strip() if source_prompt and source_prompt.strip() else None
     if spec.source_prompt == "unused":
         source_prompt = None
     if seed is None:
         seed = secrets.randbelow(2**31)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**63-1]")
+    check_seed(seed)
     if save_artifacts is not None:  # found now, not after the fit
         check_save_target(save_artifacts)
 

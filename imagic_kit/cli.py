@@ -254,12 +254,12 @@ def cmd_edit(args) -> int:
 
     from .api import check_request
     from .artifacts import check_save_target
-    from .config import field_infos, parse_set_args, parse_sweep, parse_value
+    from .config import check_seed, field_infos, parse_set_args, parse_sweep, parse_value
     from .errors import ConfigError
     from .imaging import load_image
     from .paths import check_not_inputs, check_writable_file
     from .registry import get_method, make_config
-    from .selection import images_per_prompt
+    from .selection import check_rank_clip, images_per_prompt
     from .threads import configure_threads
 
     # Validate everything that can be checked before loading a model and fitting.
@@ -286,10 +286,9 @@ def cmd_edit(args) -> int:
         raise ConfigError(
             f"--output '{out}' must end in .png (the recipe is stored in PNG metadata)"
         )
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
+    check_rank_clip(cfg)  # a rank_clip that cannot be a CLIP model, found before the model loads
 
     sweep = {}
     if args.sweep:
@@ -322,7 +321,7 @@ def cmd_edit(args) -> int:
         raise ConfigError(
             f"--artifacts '{args.artifacts}' is not a folder; pass a folder written by --save-artifacts"
         )
-    n = configure_threads(args.threads)
+    n = configure_threads(args.threads, "--threads")
     if args.quiet:
         from .progress import silence_library_bars
 

@@ -163,6 +163,13 @@ def parse_value(info: FieldInfo, raw: Any, *, where: str = "") -> Any:
     return raw
 
 
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as a seed: a whole number in [0, 2**63-1] (what torch's generators take)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ConfigError(f"{what} {seed!r}: give a whole number in [0, 2**63-1]")
+    return seed
+
+
 def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
     """Raise :class:`ConfigError` when ``value`` is not allowed for the field: None where a value is
     required, outside ``choices``, out of [min, max], or not finite (NaN compares false with every

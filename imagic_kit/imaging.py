@@ -215,10 +215,17 @@ def save_png(
         )
     buf = io.BytesIO()
     img.save(buf, format="PNG", pnginfo=info)
+    return write_atomic(path, buf.getvalue())
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then a rename: the
+    file appears complete or not at all, and an error never clobbers an existing one."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
+            f.write(data)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:

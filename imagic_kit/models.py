@@ -24,6 +24,7 @@ import yaml
 from .backbone import Backbone
 from .config import configs_dir
 from .errors import ConfigError, ModelNotAvailableError
+from .paths import looks_like_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def load_backbone(
         else:
             raise ConfigError(f"backbone preset {model!r} has neither 'model' nor 'build'")
         bb.extras["timing_only"] = bool(spec.get("timing_only", False))
-    elif isinstance(model, str) and _looks_like_hub_id(model):
+    elif isinstance(model, str) and looks_like_hub_id(model):
         bb = _from_pretrained(model, revision=revision, local_files_only=local_files_only, dtype=dt)
     else:
         raise ModelNotAvailableError(
@@ -222,11 +223,6 @@ def load_embedded(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     bb.model_id = name
     bb.extras["clip_path"] = str(embedded_path(name, "clip"))
     return bb
-
-
-def _looks_like_hub_id(s: str) -> bool:
-    parts = s.split("/")
-    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
 
 
 def from_components(

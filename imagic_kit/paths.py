@@ -39,9 +39,8 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{what} '{path}' exists and cannot be overwritten; choose another path")
     _check_folder_can_hold(path.parent, what, path)
-    if (
-        path.parent.is_dir()
-    ):  # the real test: permissions alone do not tell (/proc, read-only mounts)
+    # the real test: permissions alone do not tell (/proc, read-only mounts)
+    if path.parent.is_dir():
         try:
             fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
             os.close(fd)
@@ -98,6 +97,12 @@ def check_not_inputs(
                     f"{what} '{out}' is the input image '{src}'; the input is never overwritten: "
                     "choose another output name"
                 )
+
+
+def looks_like_hub_id(s: str) -> bool:
+    """``org/name``: what a model hub id looks like, as opposed to a local path."""
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
 
 
 def safe_name(name: object, what: str) -> str:

@@ -161,10 +161,10 @@ def check_rank_clip(config: Any) -> None:
         return
     from pathlib import Path
 
+    from .paths import looks_like_hub_id
+
     p = Path(path)
-    parts = path.split("/")
-    hub_like = len(parts) == 2 and all(parts) and not path.startswith((".", "/", "~"))
-    if p.exists() and not p.is_dir() or not p.exists() and not hub_like:
+    if p.exists() and not p.is_dir() or not p.exists() and not looks_like_hub_id(path):
         raise ModelNotAvailableError(
             f"rank_clip={path!r} is not a CLIP model folder or hub id; give a folder holding a "
             "CLIPModel, or leave rank_clip empty for the model's own"

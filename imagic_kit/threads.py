@@ -38,8 +38,9 @@ def default_num_threads() -> int:
     return max(1, cores // max(1, local))
 
 
-def configure_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads once per process; returns the count in force."""
+def configure_threads(num_threads: int | None = None, what: str = "threads") -> int:
+    """Set torch's intra-op threads once per process; returns the count in force. A count outside
+    1 .. 4 x cores is refused, named as ``what`` (the CLI's "--threads")."""
     global _configured
     import torch
 
@@ -49,7 +50,7 @@ def configure_threads(num_threads: int | None = None) -> int:
         most = 4 * (os.cpu_count() or 1)
         if isinstance(num_threads, bool) or not 1 <= num_threads <= most:
             raise ConfigError(
-                f"threads={num_threads!r}: give 1 to {most} (this machine has {os.cpu_count()} "
+                f"{what} {num_threads!r}: give 1 to {most} (this machine has {os.cpu_count()} "
                 "cores; more threads than cores only slow torch down), or leave it out"
             )
     n = num_threads or default_num_threads()

@@ -41,19 +41,18 @@ def process_group() -> tuple[int, int, object | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
+    from ..config import check_seed
     from ..paths import check_writable_folder
     from ..threads import configure_threads
     from .manifest import read_manifest
 
-    if not 0 <= args.seed < 2**63:
-        raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
+    check_seed(args.seed, "--seed")
     rows = read_manifest(args.manifest, args.seed)  # a malformed manifest stops here, all listed
     from .manifest import check_outputs
 
     check_outputs(rows)  # two rows writing one file: before the model loads
     check_writable_folder(args.out, "--out")
-    configure_threads(args.threads)
+    configure_threads(args.threads, "--threads")
     if args.quiet:
         from ..progress import silence_library_bars
 

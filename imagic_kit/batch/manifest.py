@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import field_infos
+from ..config import check_seed, field_infos
 from ..errors import ConfigError, ImagicKitError
 from ..paths import safe_name
 from ..registry import get_method, make_config
@@ -185,9 +185,7 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise ConfigError(f"seed {text!r} must be a whole number") from None
-    if not 0 <= value < 2**63:
-        raise ConfigError(f"seed {value} must be in [0, 2**63-1]")
-    return value
+    return check_seed(value)
 
 
 def output_names(row: Row) -> list[str]:

@@ -17,7 +17,6 @@ them into ``summary.json``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections import OrderedDict
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactMismatchError, ImagicKitError
-from ..imaging import json_text, read_recipe, save_png
+from ..imaging import json_text, read_recipe, save_png, write_atomic
 from .manifest import Row, check_outputs, output_name, output_names
 
 FIT_CACHE = 4  # fits kept while a process walks through its rows
@@ -139,7 +138,7 @@ def run_batch(
         "time_s": round(time.perf_counter() - t0, 2),
         "failures": failures,
     }
-    _atomic_text(out / f".summary-{rank}-of-{world}.json", json_text(part))
+    write_atomic(out / f".summary-{rank}-of-{world}.json", json_text(part).encode())
     return part
 
 
@@ -154,12 +153,6 @@ def _recipe_key(path: Path) -> str | None:
         return None
     batch = recipe.get("batch")
     return batch.get("key") if isinstance(batch, dict) else None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def merge_summary(out: str | Path, world: int, total_rows: int, model_id: str) -> dict[str, Any]:
@@ -188,7 +181,7 @@ def merge_summary(out: str | Path, world: int, total_rows: int, model_id: str) -
         "model": model_id,
         "failures": failures,
     }
-    _atomic_text(out / "summary.json", json_text(summary))
+    write_atomic(out / "summary.json", json_text(summary).encode())
     for rank in range(world):
         (out / f".summary-{rank}-of-{world}.json").unlink(missing_ok=True)
     return summary

@@ -69,7 +69,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import parse_set_args, parse_sweep
+    from ..config import check_seed, parse_set_args, parse_sweep
     from ..errors import ConfigError
     from ..models import load_backbone
     from ..paths import check_writable_folder
@@ -83,18 +83,14 @@ def run(args: argparse.Namespace) -> int:
     sweep = parse_sweep(args.sweep)
     overrides = parse_set_args(args.set)
     shard = _parse_shard(args.shard)
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit {args.limit}: give at least 1 edit (or leave it out)")
-    if not 0 <= args.seed < 2**63:
-        raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**63-1]")
-    if not 0 <= args.suite_seed < 2**63:
-        raise ConfigError(f"--suite-seed {args.suite_seed}: give an integer in [0, 2**63-1]")
+    check_seed(args.seed, "--seed")
+    check_seed(args.suite_seed, "--suite-seed")
     suite = load_suite(args.suite, args.suite_seed)
     check_plan(suite, methods, sweep, overrides, limit=args.limit, shard=shard)
     check_writable_folder(args.out, "--out")
-    configure_threads(args.threads)
+    configure_threads(args.threads, "--threads")  # before the model loads
     if args.quiet:
         from ..progress import silence_library_bars
 

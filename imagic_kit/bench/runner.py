@@ -27,7 +27,7 @@ from PIL import Image
 from ..api import edit
 from ..artifacts import Fit
 from ..clip_score import load_clip
-from ..config import field_infos, parse_value, to_dict
+from ..config import check_seed, field_infos, parse_value, to_dict
 from ..errors import ConfigError
 from ..imaging import save_png
 from ..paths import safe_name
@@ -215,11 +215,12 @@ def _repair_tail(path: Path) -> None:
     )
 
 
-def _write_row(f, writer: csv.DictWriter, row: dict[str, Any]) -> None:
-    """One row as one write, flushed to disk: shards appending to one file never interleave
-    within a row, and a finished row survives a crash."""
+def _append_rows(f, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """Rows as one write under an exclusive lock, flushed to disk: shards appending to one file
+    never interleave within a row (nor with a starting shard's tail repair), and a finished row
+    survives a crash."""
     buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=writer.fieldnames).writerow(row)
+    csv.DictWriter(buf, fieldnames=fields).writerows(rows)
     fcntl.flock(f.fileno(), fcntl.LOCK_EX)
     try:
         f.write(buf.getvalue())
@@ -335,8 +336,7 @@ def run_benchmark(
     sweep = sweep or {}
     overrides = overrides or {}
     fields_of = check_plan(suite, methods, sweep, overrides, limit=limit, shard=shard)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise ConfigError(f"seed {seed!r} must be an integer in [0, 2**63-1]")
+    check_seed(seed, "seed")
     i, n = shard
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -388,7 +388,6 @@ def run_benchmark(
     _start_csv(results, FIELDS)
     cand_file = cand_path.open("a", newline="") if judge_candidates else None
     with results.open("a", newline="") as f, cand_file or contextlib.nullcontext():
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
         for e in edits:
             src = source_image(e)
             src_path = out / "images" / "inputs" / f"{e['id']}.png"
@@ -444,7 +443,7 @@ def run_benchmark(
                     # before the results row: an edit that counts as done has its candidates
                     _save_strip(r.candidates, img_path.parent / "candidates" / img_path.name)
                     _judge_candidates(cand_file, row, r, src, e)
-                _write_row(f, writer, row)
+                _append_rows(f, FIELDS, [row])
                 bar.update(success=int(m["success"]))
     bar.close()
     return read_results(results)
@@ -495,15 +494,7 @@ def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None
                 "rank_score": rk.scores[i],
             }
         )
-    buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=CANDIDATE_FIELDS).writerows(lines)
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-    try:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    finally:
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    _append_rows(f, CANDIDATE_FIELDS, lines)
 
 
 def _safe(s: str) -> str:

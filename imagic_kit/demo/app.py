@@ -5,7 +5,7 @@ Nothing here knows a method: a tab's widgets come from its config fields (a rang
 beside the prompt and the other sample-stage fields under "Advanced". Every edit goes through
 :func:`imagic_kit.edit` / :func:`imagic_kit.api.edit_sweep`.
 
-Fit once, slide many: each browser session keeps its last fit per method in a bounded,
+Fit once, slide many: each open page keeps its last fit per method in a bounded,
 least-recently-used cache on the server. An edit first offers the cached fit to ``edit()``; when
 ``edit()`` accepts it (only sample-stage values or the seed changed) the image is re-sampled
 without refitting, otherwise it refits, and the page says which happened and how long it took.
@@ -54,7 +54,7 @@ class DemoOptions:
     """Limits of a running demo."""
 
     queue_size: int = 16  # edits waiting beyond the one running; more are refused
-    cache_size: int = 8  # fits kept for all sessions together (least recently used goes first)
+    cache_size: int = 8  # fits kept for all open pages together (least recently used first)
     max_upload_mb: float = 20.0
     max_megapixels: float = 16.0
     work_dir: Path = field(
@@ -63,8 +63,8 @@ class DemoOptions:
 
 
 class FitCache:
-    """The fits of the browser sessions, bounded; the least recently used goes first, and
-    ``on_evict(key)`` is told (the demo deletes that session's files)."""
+    """The fits of the open pages, bounded; the least recently used goes first, and
+    ``on_evict(key)`` is told (the demo deletes that page's files)."""
 
     def __init__(self, size: int, on_evict=None):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()

@@ -36,15 +36,13 @@ def run(args: argparse.Namespace) -> int:
         args.port is not None and not 0 < args.port < 65536
     ):
         raise ConfigError("--max-upload-mb must be positive and --port in 1..65535")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: give at least 1 (or leave it out)")
     try:
         from .app import DemoOptions, launch
     except ImportError as e:
         raise ConfigError(
             f"the demo needs gradio ({e}); install it: python3 scripts/setup_env.py --demo"
         ) from None
-    configure_threads(args.threads)
+    configure_threads(args.threads, "--threads")
     options = DemoOptions(
         queue_size=args.queue_size, cache_size=args.cache_size, max_upload_mb=args.max_upload_mb
     )
