@@ -41,6 +41,11 @@ class EditInputs:
     prompt: str
     source_prompt: str | None
     hashes: list[str]
+    #: Index, among the ``draws`` samples an edit draws in all, of the first one this ``sample``
+    #: call makes (``selection.draw`` draws in batches): a deterministic method spreads its
+    #: candidates over a setting with them (PTI's ``eta_start``).
+    first_candidate: int = 0
+    draws: int = 1
 
 
 @dataclass
@@ -220,7 +225,7 @@ def edit(
         "model_id": backbone.model_id,
         "fit_config": to_dict(cfg, "fit"),
         "input_hashes": inputs.hashes,
-        **{k: getattr(inputs, k) for k in spec.fit_depends_on},
+        **{k: getattr(inputs, k) for k in spec.fit_inputs(cfg)},
     }
     prog = ProgressOptions(enabled=progress, callback=callback)
     timings: dict[str, float] = {}

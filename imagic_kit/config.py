@@ -47,6 +47,19 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def redeclare(base: type, name: str, value: Any) -> Any:
+    """Field ``name`` of the config class ``base`` with another default, for a subclass that
+    redeclares it: the help, the range and the stage stay the base's."""
+    shared = {f.name: f for f in fields(base)}
+    if name not in shared:
+        raise TypeError(f"{name!r} is not a field of {base.__name__} ({', '.join(shared)})")
+    if isinstance(value, list | dict):
+        return dataclasses.field(
+            default_factory=lambda: typing.cast(Any, value).copy(), metadata=shared[name].metadata
+        )
+    return dataclasses.field(default=value, metadata=shared[name].metadata)
+
+
 @dataclass(frozen=True)
 class FieldInfo:
     name: str

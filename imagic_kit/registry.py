@@ -29,14 +29,20 @@ class MethodSpec:
     #: Whether a source prompt (a caption of the input) is used.
     source_prompt: Literal["unused", "optional", "required"] = "unused"
     #: Inputs that the fit depends on besides the image(s) and the fit-stage config; saved
-    #: artifacts are only reused when these match ("prompt", "source_prompt").
-    fit_depends_on: tuple[str, ...] = ()
+    #: artifacts are only reused when these match ("prompt", "source_prompt"). A function of the
+    #: config when that depends on a setting (PTI's ``inversion_prompt``).
+    fit_depends_on: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
     min_images: int = 1
     max_images: int = 1
     paper: str = ""
     #: The sample-stage field that weighs the edit against the input (Imagic's ``eta``): what a
     #: sweep varies first and the demo shows beside the prompt.
     main_field: str | None = None
+
+    def fit_inputs(self, config: Any) -> tuple[str, ...]:
+        """The inputs a fit made with ``config`` depends on (see ``fit_depends_on``)."""
+        deps = self.fit_depends_on
+        return tuple(deps(config)) if callable(deps) else deps
 
     def __post_init__(self) -> None:
         if self.main_field is not None:

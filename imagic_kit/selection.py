@@ -7,7 +7,8 @@ A method opts in by inheriting one of the config classes below; nothing is looke
   pixels can have it; off by default.
 - :class:`BestOfNConfig` (adds ``num_images_per_prompt``, ``candidates`` and the ranking's fields):
   for methods whose samples differ with the seed (they start from fresh noise, or add noise while
-  sampling). ``candidates`` samples are drawn for each returned image and the best by ``rank_by``
+  sampling), or that spread their candidates over a setting (PTI's ``eta_start``: each sample call
+  learns the index of its first candidate from ``EditInputs.first_candidate``). ``candidates`` samples are drawn for each returned image and the best by ``rank_by``
   are kept (``ranking.py``). Deterministic samplers (DDIM from an inversion) take only
   :class:`RestoreConfig`: their candidates would all be the same image.
 
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .config import param
+from .config import param, redeclare
 from .errors import ConfigError, ModelNotAvailableError
 from .ranking import RANK_BY, Ranking, rank_candidates, rank_terms
 from .restore import restore_pixels
@@ -107,14 +108,9 @@ class BestOfNConfig(RestoreConfig):
     )
 
 
-_SHARED = {f.name: f for f in dataclasses.fields(BestOfNConfig)}
-
-
 def default(name: str, value: Any) -> Any:
     """The shared field ``name`` with another default, for a method config that redeclares it."""
-    if name not in _SHARED:
-        raise TypeError(f"{name!r} is not a field of the selection configs ({', '.join(_SHARED)})")
-    return dataclasses.field(default=value, metadata=_SHARED[name].metadata)
+    return redeclare(BestOfNConfig, name, value)
 
 
 def images_per_prompt(config: Any) -> int:
@@ -180,14 +176,16 @@ def draw(spec, backbone, fit, inputs, config: Any, seed: int, progress) -> torch
     n = per_prompt * candidates_per_image(config)
     with torch.no_grad():
         if n == per_prompt:  # no best-of-N: one call, exactly as the method asks
-            latents = spec.sample(backbone, fit, inputs, config, generator, progress)
+            whole = dataclasses.replace(inputs, first_candidate=0, draws=n)
+            latents = spec.sample(backbone, fit, whole, config, generator, progress)
             return backbone.decode_latents(latents)
         chunks, done = [], 0
         while done < n:
             k = min(SAMPLE_CHUNK, n - done)
             part = dataclasses.replace(config, num_images_per_prompt=k)
+            batch = dataclasses.replace(inputs, first_candidate=done, draws=n)
             bar = progress.sub(f"candidates {done + 1}-{done + k} of {n}")
-            latents = spec.sample(backbone, fit, inputs, part, generator, bar)
+            latents = spec.sample(backbone, fit, batch, part, generator, bar)
             chunks.append(backbone.decode_latents(latents))
             done += k
     return torch.cat(chunks)

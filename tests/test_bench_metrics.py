@@ -93,3 +93,17 @@ def test_output_at_another_resolution_is_compared_at_the_source_size():
     out = render(SRC.with_(colour="blue"))[0].resize((512, 512), resample=0)
     m = evaluate_edit(render(SRC)[0], out, TARGET, ["colour"])
     assert m["success"], m
+
+
+def test_reconstruct_suite_changes_nothing_and_psnr_measures_the_whole_image():
+    quick, recon = make_suite("quick"), load_suite("reconstruct")
+    assert recon["name"] == "reconstruct" and len(recon["edits"]) == len(quick["edits"]) == 12
+    for q, e in zip(quick["edits"], recon["edits"], strict=True):
+        assert e["id"] == q["id"] and e["scene"] == q["scene"] and e["kind"] == "reconstruct"
+        assert e["prompt"] == q["source_prompt"] and e["changes"] == []
+        assert e["target"] == {a: q["scene"][a] for a in ("shape", "colour", "background")}
+    src = source_image(recon["edits"][0])
+    same = evaluate_edit(src, src, recon["edits"][0]["target"], [])
+    assert same["success"] and same["psnr"] > 100  # identical: the MSE floor of 1e-6
+    noisy = np.clip(np.asarray(src, dtype=np.int16) + 8, 0, 255).astype(np.uint8)
+    assert 25 < evaluate_edit(src, noisy, recon["edits"][0]["target"], [])["psnr"] < 35

@@ -23,12 +23,16 @@ QUICK = {
         "num_inference_steps": 4,
         "batch_size": 2,
     },
+    "pti": {"num_inference_steps": 4, "tune_steps": 2},
+    "null-text": {"num_inference_steps": 4, "tune_steps": 2},
 }
 #: A sample-stage change that must reuse the fit, per method.
 SAMPLE_CHANGE = {
     "sdedit": {"guidance_scale": 3.0},
     "ddim": {"guidance_scale": 3.0},
     "imagic": {"eta": 1.0, "guidance_scale": 5.0},
+    "pti": {"eta": 0.5},
+    "null-text": {"eta": 0.5},
 }
 
 
@@ -113,6 +117,10 @@ def test_empty_prompt_and_wrong_image_count(tiny, scene_path, method):
     with pytest.raises(ConfigError, match="prompt is empty"):
         edit(tiny, str(scene_path), "   ", method=method)
     spec = get_method(method)
+    extra = {"source_prompt": "a red circle"} if spec.source_prompt != "unused" else {}
     if spec.max_images == 1:
         with pytest.raises(ConfigError, match="takes 1 input image"):
-            edit(tiny, [str(scene_path)] * 2, "a blue circle", method=method)
+            edit(tiny, [str(scene_path)] * 2, "a blue circle", method=method, **extra)
+    if spec.source_prompt == "required":
+        with pytest.raises(ConfigError, match="needs --source-prompt"):
+            edit(tiny, str(scene_path), "a blue circle", method=method)

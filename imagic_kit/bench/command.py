@@ -14,7 +14,10 @@ from ..cli import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--suite", default="quick", help="quick (12 edits), full (48) or a suite JSON file"
+        "--suite",
+        default="quick",
+        help="quick (12 edits), full (48), reconstruct (the quick suite's inputs, nothing to change: "
+        "how faithfully a method reproduces them) or a suite JSON file",
     )
     p.add_argument(
         "--suite-seed", type=int, default=0, help="seed that generates quick/full suites"

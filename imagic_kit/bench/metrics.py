@@ -4,6 +4,8 @@ An edit succeeds when the oracle reads the target attributes in the output, the 
 centre moved at most 5 px, the bounding-box side changed at most 25%, and, for edits that keep
 the background, the background outside both objects' masks dilated by 3 px stays close to the
 input (PSNR >= 25 dB). Leakage: the output still shows a source attribute the edit changes.
+``psnr`` compares the whole output with the input: with no attribute changed (the ``reconstruct``
+suite) it measures how faithfully a method reproduces its input.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def evaluate_edit(
         "size_ok": bool(side_change <= MAX_SIDE_CHANGE),
         "background_kept": bool(bg_ok) if keep_bg else None,
         "background_psnr": round(bg_psnr, 3),
+        "psnr": round(psnr(a_in, a_out), 3),
         "centre_shift": round(shift, 3) if math.isfinite(shift) else None,
         "side_change": round(side_change, 4) if math.isfinite(side_change) else None,
         "leakage": bool(leaked),

@@ -64,6 +64,8 @@ def summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
                 ]
                 or [float("nan")]
             ),
+            "psnr": _median([_f(r.get("psnr", "")) for r in rs]),
+            "vae_psnr": _median([_f(r.get("vae_psnr", "")) for r in rs]),
             "fit_s": statistics.median(fit) if fit else 0.0,
             "sample_s": statistics.median(sample) if sample else None,
             "peak_mem_mb": max((_f(r["peak_mem_mb"]) or 0.0) for r in rs),
@@ -73,6 +75,11 @@ def summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
             s[f"success_{k}"] = _rate([_b(r["success"]) for r in rs if r["kind"] == k])
         out.append(s)
     return out
+
+
+def _median(vals: list[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None and v == v]
+    return statistics.median(vals) if vals else None
 
 
 def _pct(v: float | None) -> str:
@@ -88,15 +95,15 @@ def summary_markdown(summary: list[dict[str, Any]], title: str = "Benchmark") ->
         f"# {title}",
         "",
         "| method | setting | n | success | target attrs | position | size | background kept | leakage | CLIP | "
-        "bg PSNR dB | fit s (median) | sample s (median) | peak MB | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "bg PSNR dB | PSNR / VAE dB (median) | fit s (median) | sample s (median) | peak MB | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         setting = "default" if s["sweep"] in ("{}", "") else s["sweep"]
         lines.append(
             f"| {s['label']} | {setting} | {s['n']} | **{_pct(s['success'])}** | {_pct(s['target'])} | {_pct(s['position'])} | "
             f"{_pct(s['size'])} | {_pct(s['background_kept'])} | {_pct(s['leakage'])} | {_num(s['clip'], '{:.3f}')} | "
-            f"{_num(s['bg_psnr'], '{:.1f}')} | {_num(s['fit_s'])} | {_num(s['sample_s'])} | {_num(s['peak_mem_mb'], '{:.0f}')} | {s['device']} |"
+            f"{_num(s['bg_psnr'], '{:.1f}')} | {_num(s['psnr'], '{:.1f}')} / {_num(s['vae_psnr'], '{:.1f}')} | {_num(s['fit_s'])} | {_num(s['sample_s'])} | {_num(s['peak_mem_mb'], '{:.0f}')} | {s['device']} |"
         )
     lines += [
         "",

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -29,11 +30,11 @@ from ..artifacts import Fit
 from ..clip_score import load_clip
 from ..config import check_seed, field_infos, parse_value, to_dict
 from ..errors import ConfigError
-from ..imaging import save_png
+from ..imaging import fit_to_square, pil_to_tensor, save_png, tensor_to_pil
 from ..paths import safe_name
 from ..progress import ProgressOptions
 from ..registry import get_method, make_config
-from .metrics import evaluate_edit
+from .metrics import evaluate_edit, psnr
 from .suites import source_image
 
 FIELDS = [
@@ -55,6 +56,8 @@ FIELDS = [
     "size_ok",
     "background_kept",
     "background_psnr",
+    "psnr",
+    "vae_psnr",
     "centre_shift",
     "side_change",
     "leakage",
@@ -390,6 +393,7 @@ def run_benchmark(
     with results.open("a", newline="") as f, cand_file or contextlib.nullcontext():
         for e in edits:
             src = source_image(e)
+            vae_psnr = _vae_psnr(backbone, src)
             src_path = out / "images" / "inputs" / f"{e['id']}.png"
             if not src_path.exists():
                 save_png(src, src_path, {"suite": suite.get("name"), "edit": e["id"]})
@@ -431,6 +435,7 @@ def run_benchmark(
                     "seed": seed,
                     "recipe": recipes[(label, sweep_label, e["id"])],
                     **m,
+                    "vae_psnr": vae_psnr,
                     "clip_score": round(clip(r.image, e["prompt"]), 4) if clip else "",
                     "fit_s": round(cached[1] if cached else r.timings["fit_s"], 3),
                     "sample_s": round(r.timings["sample_s"], 3),
@@ -447,6 +452,18 @@ def run_benchmark(
                 bar.update(success=int(m["success"]))
     bar.close()
     return read_results(results)
+
+
+def _vae_psnr(backbone: Any, image: Image.Image) -> float:
+    """PSNR of ``image`` after the model's VAE round trip at the model's resolution: the best a
+    method that works in the latent space can reproduce it (the ``psnr`` column's ceiling)."""
+    square = fit_to_square(image.convert("RGB"), backbone.resolution, "crop")  # as edit() does
+    with torch.no_grad():
+        latents = backbone.encode_latents(pil_to_tensor(square).to(backbone.device))
+        back = tensor_to_pil(backbone.decode_latents(latents))[0]
+    if back.size != image.size:  # a 512 px model on the 64 px world: compare at the world's size
+        back = back.resize(image.size, Image.Resampling.BOX)
+    return round(psnr(np.asarray(image.convert("RGB")), np.asarray(back)), 3)
 
 
 def _save_strip(images: list, path: Path) -> None:

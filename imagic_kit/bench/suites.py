@@ -36,6 +36,9 @@ from ..shapes.world import SIZE
 KINDS = ("colour", "shape", "background", "two")
 ATTRS = {"shape": SHAPES, "colour": tuple(COLOURS), "background": tuple(BACKGROUNDS)}
 SIZES = {"quick": 3, "full": 12}
+#: Suites derived from another: ``reconstruct`` is the quick suite's inputs with nothing to change
+#: (the prompt is the input's caption), for measuring how faithfully a method reproduces its input.
+DERIVED = {"reconstruct": "quick"}
 
 
 def _pick_other(rng: np.random.Generator, attr: str, current: str) -> str:
@@ -45,9 +48,13 @@ def _pick_other(rng: np.random.Generator, attr: str, current: str) -> str:
 
 def make_suite(name: str = "quick", seed: int = 0, per_kind: int | None = None) -> dict[str, Any]:
     """Generate a suite: ``per_kind`` edits of each kind (3 for "quick", 12 for "full")."""
+    if name in DERIVED:
+        return _reconstruct(make_suite(DERIVED[name], seed, per_kind), name)
     per_kind = per_kind or SIZES.get(name)
     if per_kind is None:
-        raise ConfigError(f"unknown suite size {name!r}; use quick, full, or pass per_kind")
+        raise ConfigError(
+            f"unknown suite size {name!r}; use quick, full, reconstruct, or pass per_kind"
+        )
     rng = np.random.default_rng(seed)
     edits = []
     for kind in KINDS:
@@ -78,6 +85,25 @@ def make_suite(name: str = "quick", seed: int = 0, per_kind: int | None = None) 
     return {"name": name, "seed": seed, "version": 1, "edits": edits}
 
 
+def _reconstruct(suite: dict[str, Any], name: str) -> dict[str, Any]:
+    """Every edit of ``suite`` turned into "change nothing": prompt = source caption, target =
+    the scene's own attributes, kind ``reconstruct``."""
+    edits = []
+    for e in suite["edits"]:
+        scene = e["scene"]
+        target = {a: scene[a] for a in ATTRS}
+        edits.append(
+            {
+                **e,
+                "kind": "reconstruct",
+                "prompt": e["source_prompt"],
+                "target": target,
+                "changes": [],
+            }
+        )
+    return {**suite, "name": name, "edits": edits}
+
+
 def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
     """``"quick"`` / ``"full"`` (generated from ``seed``) or a path to a suite JSON file.
 
@@ -85,12 +111,12 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
     id becomes a file name, so it must be a safe name (``paths.SAFE_NAME``) and unique; targets
     and changes must name the world's attributes; a scene must render; an image must load through
     the toolkit's image loader (relative paths are read against the suite file's folder)."""
-    if str(spec) in SIZES:
+    if str(spec) in SIZES or str(spec) in DERIVED:
         return make_suite(str(spec), seed)
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(
-            f"suite {spec!r} is neither 'quick', 'full' nor a JSON file; check the path"
+            f"suite {spec!r} is neither 'quick', 'full', 'reconstruct' nor a JSON file; check the path"
         )
     try:
         suite = json.loads(path.read_text())

@@ -336,6 +336,7 @@ def build(demo: Demo):
 
 def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None:
     name = spec.name
+    endpoint = name.replace("-", "_")  # an API name is an identifier ("null-text" -> null_text)
     fit_fields, main, rest = _ordered_fields(spec)
     presets = ["(defaults)", *preset_names(name)]
     with gr.Tab(name, id=f"tab-{name}"):
@@ -436,10 +437,10 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
 
         inputs = [image, prompt, source, seed, random_seed, sweep_field, sweep_values, *widgets]
         outputs = [out, gallery, recipe, png, fit_file, status]
-        run.click(handler(), inputs=inputs, outputs=outputs, api_name=f"edit_{name}",
+        run.click(handler(), inputs=inputs, outputs=outputs, api_name=f"edit_{endpoint}",
                   concurrency_id="device", concurrency_limit=1)  # fmt: skip
         sweep.click(handler(sweeping=True), inputs=inputs, outputs=outputs,
-                    api_name=f"sweep_{name}", concurrency_id="device", concurrency_limit=1)  # fmt: skip
+                    api_name=f"sweep_{endpoint}", concurrency_id="device", concurrency_limit=1)  # fmt: skip
         if main_widget and isinstance(main_widget[0], gr.Slider):
             main_widget[0].release(handler(only_if_cached=True), inputs=inputs, outputs=outputs,
                                    api_name=False, concurrency_id="device", concurrency_limit=1)  # fmt: skip
