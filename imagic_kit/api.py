@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -29,6 +30,7 @@ from .progress import Callback, ProgressOptions
 from .registry import MethodSpec, get_method, make_config
 from .selection import draw, ranking_clip, select
 
+logger = logging.getLogger(__name__)
 _TorchOOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -132,10 +134,31 @@ def check_inputs(
     check_request(spec, images, prompt, source_prompt)
     missing = [c for c in spec.requires if getattr(backbone, c, None) is None]
     if missing:
+        works = (
+            f"use one of the presets {', '.join(spec.models)} (--model)"
+            if spec.models
+            else "pick a model that has it (see configs/backbones)"
+        )
         raise ConfigError(
             f"method {spec.name!r} needs a model with {', '.join(missing)}, and {backbone.model_id!r} has none; "
-            "pick a model that has it (see configs/backbones)"
+            + works
         )
+
+
+def _reusable(fit: Fit, expected: dict[str, Any], soft: list[str], method: str) -> Fit | None:
+    """``fit`` when it matches ``expected``; None (refit, with a warning) when only the ``soft``
+    keys differ (facts of the edit such as FastEdit's timestep range); otherwise the mismatch
+    error."""
+    fit.check_compatible({k: v for k, v in expected.items() if k not in soft})
+    try:
+        fit.check_compatible({k: expected[k] for k in soft})
+    except ArtifactMismatchError as e:
+        detail = str(e).split("(", 1)[-1].split(")", 1)[0]
+        logger.warning(
+            "%s: the saved fit was made for other inputs (%s); refitting", method, detail
+        )
+        return None
+    return fit
 
 
 def _oom(err: BaseException, backbone: Backbone) -> OutOfMemoryError:
@@ -225,16 +248,20 @@ def edit(
         "model_id": backbone.model_id,
         "fit_config": to_dict(cfg, "fit"),
         "input_hashes": inputs.hashes,
-        **{k: getattr(inputs, k) for k in spec.fit_inputs(cfg)},
     }
+    facts = spec.edit_facts(backbone, inputs, cfg) if spec.edit_facts is not None else {}
+    deps = spec.fit_inputs(cfg)
+    expected.update({k: facts[k] if k in facts else getattr(inputs, k) for k in deps})
     prog = ProgressOptions(enabled=progress, callback=callback)
     timings: dict[str, float] = {}
     clip_path = ranking_clip(backbone, cfg)  # before the fit: a bad rank_clip must not cost one
     try:
         # 3. fit, or load a saved fit
+        fit = None
         if artifacts is not None:
             fit = artifacts if isinstance(artifacts, Fit) else Fit.load(artifacts)
-            fit.check_compatible(expected)
+            fit = _reusable(fit, expected, [k for k in deps if k in facts], spec.name)
+        if fit is not None:
             timings["fit_s"] = 0.0
             reused = True
         else:
@@ -291,6 +318,8 @@ def edit(
         "input_hashes": inputs.hashes,
         "versions": library_versions(),
     }
+    if facts:
+        recipe["fit_facts"] = facts
     if chosen.ranking is not None:
         recipe["ranking"] = chosen.ranking.to_dict()
     if not torch.isfinite(chosen.pixels).all():

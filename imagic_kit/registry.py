@@ -29,9 +29,17 @@ class MethodSpec:
     #: Whether a source prompt (a caption of the input) is used.
     source_prompt: Literal["unused", "optional", "required"] = "unused"
     #: Inputs that the fit depends on besides the image(s) and the fit-stage config; saved
-    #: artifacts are only reused when these match ("prompt", "source_prompt"). A function of the
+    #: artifacts are only reused when these match ("prompt", "source_prompt", or the name of one
+    #: of the ``edit_facts``). A function of the
     #: config when that depends on a setting (PTI's ``inversion_prompt``).
     fit_depends_on: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+    #: Facts of an edit computed before fitting, from the backbone, inputs and config (FastEdit:
+    #: the semantic distance and the timestep range it chooses); they go into the recipe. Those
+    #: named in ``fit_depends_on`` are what a fit depends on: a saved fit whose facts differ is
+    #: refitted, with a warning, instead of refused.
+    edit_facts: Callable[..., dict[str, Any]] | None = None
+    #: Model presets the method works with, named when a model lacks a component it ``requires``.
+    models: tuple[str, ...] = ()
     min_images: int = 1
     max_images: int = 1
     paper: str = ""

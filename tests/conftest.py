@@ -17,10 +17,15 @@ configure_threads()
 
 
 @pytest.fixture(scope="session")
-def tiny():
+def tiny_random():
     from imagic_kit import load_backbone
 
     return load_backbone("tiny-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_random):
+    return tiny_random
 
 
 @pytest.fixture(scope="session")

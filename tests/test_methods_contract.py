@@ -24,6 +24,7 @@ QUICK = {
         "batch_size": 2,
     },
     "pti": {"num_inference_steps": 4, "tune_steps": 2},
+    "fastedit": {"finetune_steps": 2, "num_inference_steps": 4},
     "null-text": {"num_inference_steps": 4, "tune_steps": 2},
 }
 #: A sample-stage change that must reuse the fit, per method.
@@ -32,6 +33,7 @@ SAMPLE_CHANGE = {
     "ddim": {"guidance_scale": 3.0},
     "imagic": {"eta": 1.0, "guidance_scale": 5.0},
     "pti": {"eta": 0.5},
+    "fastedit": {"eta": 0.3, "guidance_scale": 2.0},
     "null-text": {"eta": 0.5},
 }
 
@@ -47,6 +49,14 @@ def px(img):
 @pytest.fixture(params=available_methods())
 def method(request):
     return request.param
+
+
+@pytest.fixture
+def tiny(method, request):
+    """The tiny random text-to-image model, or the embedded model for methods that need an image
+    encoder and a CLIP (FastEdit)."""
+    name = "shapes" if "image_encoder" in get_method(method).requires else "tiny_random"
+    return request.getfixturevalue(name)
 
 
 def _edit(tiny, scene_path, method, **kw):
