@@ -40,7 +40,16 @@ from ..optim import denoising_loss, optimize
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
-from ._common import ddim_eta, guidance_scale, num_inference_steps
+from ._common import (
+    batch_size,
+    ddim_eta,
+    eta,
+    guidance_scale,
+    lora_alpha,
+    lora_rank,
+    lora_targets,
+    num_inference_steps,
+)
 
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 #: The semantic range moves on a grid of this fraction of the schedule, so that texts at nearly the
@@ -99,29 +108,22 @@ class FastEditConfig(BestOfNConfig):
     finetune_lr: float = param(
         4e-4, help="AdamW learning rate of the LoRA", stage="fit", min=0.0, max=1.0
     )
-    lora_rank: int = param(16, help="LoRA rank", stage="fit", min=1, max=512)
-    lora_alpha: float = param(16.0, help="LoRA alpha (scale = alpha / rank)", stage="fit", min=0.0)
-    lora_targets: list = param(
-        list(ATTENTION_TARGETS),
+    lora_rank: int = lora_rank(16)
+    lora_alpha: float = lora_alpha(16.0)
+    lora_targets: list = lora_targets(
+        ATTENTION_TARGETS,
         help="UNet modules that get a LoRA (comma list; the paper's: the attention projections)",
-        stage="fit",
-        min=1,
     )
-    batch_size: int = param(
-        1, help="noise samples of the input per fine-tuning step", stage="fit", min=1, max=64
-    )
+    batch_size: int = batch_size(1)
     text_clip: str = param(
         "",
         help="CLIP model (folder or hub id) whose text tower gives the target text's feature; it "
         "must be the CLIP of the model's image encoder; empty = the model's own",
         stage="fit",
     )
-    eta: float = param(
+    eta: float = eta(
         0.5,
         help="interpolation weight: 0 = the input's image feature, 1 = the target text's feature",
-        stage="sample",
-        min=-1.0,
-        max=3.0,
     )
     guidance_scale: float = guidance_scale(3.0)
     num_inference_steps: int = num_inference_steps(50)

@@ -60,7 +60,16 @@ from ..optim import LOSS_WEIGHTINGS, SCHEDULES, denoising_loss, full_training, l
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
-from ._common import ddim_eta, guidance_scale, num_inference_steps
+from ._common import (
+    batch_size,
+    ddim_eta,
+    eta,
+    guidance_scale,
+    lora_alpha,
+    lora_rank,
+    lora_targets,
+    num_inference_steps,
+)
 
 
 @dataclass
@@ -93,14 +102,12 @@ class ImagicConfig(BestOfNConfig):
         stage="fit",
         choices=list(SCHEDULES),
     )
-    lora_rank: int = param(16, help="LoRA rank", stage="fit", min=1, max=512)
-    lora_alpha: float = param(16.0, help="LoRA alpha (scale = alpha / rank)", stage="fit", min=0.0)
-    lora_targets: list = param(
-        list(CONV_TARGETS),
+    lora_rank: int = lora_rank(16)
+    lora_alpha: float = lora_alpha(16.0)
+    lora_targets: list = lora_targets(
+        CONV_TARGETS,
         help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = the attention "
         "projections, the usual SD LoRA)",
-        stage="fit",
-        min=1,
     )
     loss_weighting: str = param(
         "v",
@@ -112,19 +119,11 @@ class ImagicConfig(BestOfNConfig):
     loss_weight_cap: float = param(
         20.0, help="upper bound of the v / x0 loss weights (relative to eps)", stage="fit", min=1.0
     )
-    batch_size: int = param(
-        4, help="noise samples of the input image per optimisation step", stage="fit", min=1, max=64
-    )
+    batch_size: int = batch_size(4)
     gradient_checkpointing: bool = param(
         False, help="trade compute for memory on large UNets", stage="fit"
     )
-    eta: float = param(
-        1.0,
-        help="interpolation weight: 0 reproduces the input, 1 is the target text (sec. 3.3)",
-        stage="sample",
-        min=-1.0,
-        max=3.0,
-    )
+    eta: float = eta(1.0)
     finetune_late_strength: float = param(
         0.7,
         help="strength of the fine-tuning in the late, low-noise sampling steps (the LoRA's scale, "

@@ -28,21 +28,18 @@ from dataclasses import dataclass
 import torch
 
 from ..artifacts import Fit
-from ..config import param
 from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
+from ._common import eta
 
 
 @dataclass
 class NullTextConfig(TunedInversionConfig):
-    eta: float = param(
+    eta: float = eta(
         1.0,
         help="weight of the target prompt against the source prompt: 1 = the target in its place "
         "(the paper's edit), 0 reproduces the input",
-        stage="sample",
-        min=-1.0,
-        max=3.0,
     )
 
 

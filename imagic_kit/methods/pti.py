@@ -41,6 +41,7 @@ from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig
 from ..selection import default as selection_default
+from ._common import eta
 
 INVERSION_PROMPTS = ("empty", "target", "source")
 
@@ -54,13 +55,7 @@ class PTIConfig(BestOfNConfig, TunedInversionConfig):
         stage="fit",
         choices=list(INVERSION_PROMPTS),
     )
-    eta: float = param(
-        1.0,
-        help="interpolation weight: 0 reproduces the input, 1 is the target text (sec. 3.3)",
-        stage="sample",
-        min=-1.0,
-        max=3.0,
-    )
+    eta: float = eta(1.0)
     eta_start: float = param(
         0.5,
         help="fraction of the sampling steps, from the noisy end, run on the tuned embeddings alone "
