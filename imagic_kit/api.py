@@ -150,13 +150,9 @@ def _reusable(fit: Fit, expected: dict[str, Any], soft: list[str], method: str) 
     keys differ (facts of the edit such as FastEdit's timestep range); otherwise the mismatch
     error."""
     fit.check_compatible({k: v for k, v in expected.items() if k not in soft})
-    try:
-        fit.check_compatible({k: expected[k] for k in soft})
-    except ArtifactMismatchError as e:
-        detail = str(e).split("(", 1)[-1].split(")", 1)[0]
-        logger.warning(
-            "%s: the saved fit was made for other inputs (%s); refitting", method, detail
-        )
+    why = fit.mismatch({k: expected[k] for k in soft})
+    if why is not None:
+        logger.warning("%s: the saved fit was made for other inputs (%s); refitting", method, why)
         return None
     return fit
 

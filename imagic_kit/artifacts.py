@@ -195,8 +195,9 @@ class Fit:
                 )
         return fit
 
-    def check_compatible(self, expected: dict[str, Any]) -> None:
-        """Raise :class:`ArtifactMismatchError` naming the first key whose value differs."""
+    def mismatch(self, expected: dict[str, Any]) -> str | None:
+        """The first key whose value differs from ``expected``, with the values
+        (``"key differs: ..."``), or None when everything matches."""
         for key, want in expected.items():
             have = self.meta.get(key)
             if _norm(have) != _norm(want):
@@ -211,10 +212,17 @@ class Fit:
                     )
                 else:
                     detail = f"saved {have!r}, now {want!r}"
-                raise ArtifactMismatchError(
-                    f"the artifacts do not match this edit ({key} differs: {detail}); "
-                    "refit (drop --artifacts) or change it back"
-                )
+                return f"{key} differs: {detail}"
+        return None
+
+    def check_compatible(self, expected: dict[str, Any]) -> None:
+        """Raise :class:`ArtifactMismatchError` naming the first key whose value differs."""
+        why = self.mismatch(expected)
+        if why is not None:
+            raise ArtifactMismatchError(
+                f"the artifacts do not match this edit ({why}); refit (drop --artifacts) or "
+                "change it back"
+            )
 
 
 def _norm(v: Any) -> Any:

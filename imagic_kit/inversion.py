@@ -128,14 +128,15 @@ def tune_along(
     current = init.detach().float().clone()
     x = trajectory[-1].float()
     tuned = []
+
+    def pair(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (cond, uncond)
+        return (e, fixed) if tune == "cond" else (fixed, e)
+
     with progress(k, stage) as bar:
         for j in range(k):
             i = sch.start + j
             pivot = trajectory[k - j - 1].float()
             emb = current.clone().requires_grad_(True)
-
-            def pair(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                return (e, fixed) if tune == "cond" else (fixed, e)
 
             def loss_fn(_step: int, x=x, i=i, pivot=pivot, emb=emb) -> torch.Tensor:
                 c, u = pair(emb)

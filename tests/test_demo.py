@@ -115,7 +115,7 @@ def test_fit_once_then_resample_through_the_api(served):
     assert Image.open(image).size == (64, 64)
     assert json.loads(recipe)["method"] == "imagic" and Path(fit_zip).suffix == ".zip"
     again = call(client, eta=0.8, **QUICK_IMAGIC)
-    assert again[-1].startswith("Re-sampled from this session's fit, no refit"), again[-1]
+    assert again[-1].startswith("Re-sampled from this page's fit, no refit"), again[-1]
     assert json.loads(again[2])["config"]["eta"] == 0.8 and json.loads(again[2])["fit_reused"]
     changed = call(client, **{**QUICK_IMAGIC, "embedding_steps": 11})  # a fit-stage value
     assert changed[-1].startswith("Fitted"), changed[-1]
@@ -172,7 +172,7 @@ def test_five_concurrent_clients_each_get_their_own_image(served, shapes):
 
 
 def test_a_slider_never_starts_a_fit_and_files_stay_bounded(shapes, tmp_path):
-    """Releasing the main slider re-samples a matching fit and nothing else; each session keeps one
+    """Releasing the main slider re-samples a matching fit and nothing else; each open page keeps one
     folder of downloads, deleted with its fit when the cache drops it."""
     demo = Demo(shapes, DemoOptions(work_dir=tmp_path, cache_size=1))
     spec = get_method("sdedit")

@@ -148,7 +148,7 @@ class Demo:
         self.options.work_dir.mkdir(parents=True, exist_ok=True)
 
     def _folder(self, key: tuple) -> Path:
-        """The one folder of a (session, method): its latest PNG and fit zip, replaced each time."""
+        """The one folder of a (page, method): its latest PNG and fit zip, replaced each time."""
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         return self.options.work_dir / f"{key[1]}-{digest}"
 
@@ -181,7 +181,7 @@ class Demo:
     def run(
         self,
         method: str,
-        session: str,
+        page: str,
         image: str | None,
         prompt: str,
         source_prompt: str | None,
@@ -192,13 +192,13 @@ class Demo:
         sweep: tuple[str, str] | None = None,
         only_if_cached: bool = False,
     ) -> dict[str, Any] | None:
-        """Edit (or sweep) with ``method``, reusing this session's fit when ``edit()`` accepts it.
+        """Edit (or sweep) with ``method``, reusing this page's fit when ``edit()`` accepts it.
         Returns the images, the recipe, the status line and the files to download."""
         from ..api import edit, edit_sweep
         from ..config import parse_sweep, parse_value
 
         spec = get_method(method)
-        key = (session, method)
+        key = (page, method)
         if only_if_cached and self.cache.get(key) is None:
             return None
         image = self.check_image(image)
@@ -248,7 +248,7 @@ class Demo:
         sample_s = sum(r.timings["sample_s"] for r in results)
         if reused:
             status = (
-                f"Re-sampled from this session's fit, no refit: {took:.1f} s "
+                f"Re-sampled from this page's fit, no refit: {took:.1f} s "
                 f"(sampling {sample_s:.1f} s), seed {first.seed}."
             )
         else:
@@ -402,10 +402,10 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                 def cb(stage, step, total, info):
                     progress((step, total), desc=stage)
 
-                session = getattr(request, "session_hash", None) or "anonymous"
+                page = getattr(request, "session_hash", None) or "anonymous"  # one open page
                 try:
                     r = demo.run(
-                        name, session, image_v, prompt_v, source_v, seed_v, random_v,
+                        name, page, image_v, prompt_v, source_v, seed_v, random_v,
                         list(vals[n_front:]), progress_cb=cb,
                         sweep=(sweep_f, sweep_v) if sweeping else None,
                         only_if_cached=only_if_cached,

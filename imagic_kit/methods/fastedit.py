@@ -172,30 +172,38 @@ def _text_feature(backbone, prompt: str, config: FastEditConfig) -> torch.Tensor
     return feat.float().unsqueeze(1)
 
 
-def features(backbone, inputs, config: FastEditConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input's image feature and the target's text feature ([1, 1, D] float32, on the
-    backbone's device), the text one rescaled to the image one's norm."""
-    image = backbone.encode_image_embedding(inputs.images[:1]).float()
-    text = _text_feature(backbone, inputs.prompt, config).to(image.device)
+def image_feature(backbone, inputs) -> torch.Tensor:
+    """The input's projected CLIP image feature [1, 1, D], float32, on the backbone's device."""
+    return backbone.encode_image_embedding(inputs.images[:1]).float()
+
+
+def text_feature(
+    backbone, prompt: str, config: FastEditConfig, image: torch.Tensor
+) -> torch.Tensor:
+    """The target text's projected CLIP feature [1, 1, D], rescaled to ``image``'s norm."""
+    text = _text_feature(backbone, prompt, config).to(image.device)
     if text.shape[-1] != image.shape[-1]:
         raise ConfigError(
             f"text_clip gives {text.shape[-1]}-d features and the image encoder {image.shape[-1]}-d; "
             "use the CLIP the image encoder comes from"
         )
-    text = text * (image.norm() / text.norm().clamp(min=1e-8))
-    return image, text
+    return text * (image.norm() / text.norm().clamp(min=1e-8))
 
 
-def timestep_range(backbone, inputs, config: FastEditConfig) -> dict:
+def timestep_range(
+    backbone, inputs, config: FastEditConfig, image: torch.Tensor | None = None
+) -> dict:
     """What a fit depends on besides the image and the fit config: the range (and the distance
-    that chose it). An edit whose text maps to the same range reuses a fit."""
+    that chose it). An edit whose text maps to the same range reuses a fit. ``image``: the
+    input's image feature, when already encoded."""
     if config.timesteps == "fixed":
         if config.fixed_low >= config.fixed_high:
             raise ConfigError(
                 f"fixed_low {config.fixed_low} must be below fixed_high {config.fixed_high}"
             )
         return {"timestep_range": [config.fixed_low, config.fixed_high]}
-    image, text = features(backbone, inputs, config)
+    image = image_feature(backbone, inputs) if image is None else image
+    text = text_feature(backbone, inputs.prompt, config, image)
     distance = 1.0 - float(torch.nn.functional.cosine_similarity(image[0], text[0]).item())
     lo, hi = semantic_range(distance, config)
     return {"timestep_range": [lo, hi], "semantic_distance": round(distance, 4)}
@@ -203,11 +211,10 @@ def timestep_range(backbone, inputs, config: FastEditConfig) -> dict:
 
 def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
     check_targets(backbone.unet, config.lora_targets)
-    facts = timestep_range(backbone, inputs, config)
-    lo, hi = facts["timestep_range"]
+    image = image_feature(backbone, inputs)
+    lo, hi = timestep_range(backbone, inputs, config, image)["timestep_range"]
     t_total = backbone.num_train_timesteps
     t_low, t_high = int(lo * t_total), max(int(hi * t_total), int(lo * t_total) + 1)
-    image, _ = features(backbone, inputs, config)
     z0 = backbone.encode_latents(inputs.pixels[:1]).float()
     batch = z0.expand(config.batch_size, -1, -1, -1)
     spec = LoraSpec(
@@ -233,7 +240,7 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
 
 def sample(backbone, fit: Fit, inputs, config: FastEditConfig, generator, progress) -> torch.Tensor:
     image = fit.tensor("image_feature", backbone.device).float()
-    _, text = features(backbone, inputs, config)
+    text = text_feature(backbone, inputs.prompt, config, image)
     cond = config.eta * text + (1.0 - config.eta) * image
     n = config.num_images_per_prompt
     x = backbone.randn(backbone.latent_shape(n), generator)

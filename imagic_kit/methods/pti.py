@@ -39,7 +39,7 @@ from ..errors import ConfigError
 from ..inversion import TunedInversionConfig, default, fit_tuned, tuned_conditions
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
-from ..selection import BestOfNConfig
+from ..selection import BestOfNConfig, images_per_prompt
 from ..selection import default as selection_default
 from ._common import eta
 
@@ -100,7 +100,7 @@ def fit(backbone, inputs, config: PTIConfig, generator, progress) -> Fit:
 def sample(backbone, fit: Fit, inputs, config: PTIConfig, generator, progress) -> torch.Tensor:
     z_t, tuned = tuned_conditions(backbone, fit, config)
     e_tgt = backbone.encode_prompt(inputs.prompt).float()
-    n = config.num_images_per_prompt if isinstance(config, BestOfNConfig) else 1
+    n = images_per_prompt(config)
     # each sample's first eta-step: candidates spread evenly over [0, eta_start]
     starts = torch.tensor(
         [
