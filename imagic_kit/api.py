@@ -315,7 +315,7 @@ def edit(
         "versions": library_versions(),
     }
     if facts:
-        recipe["fit_facts"] = facts
+        recipe["edit_facts"] = facts
     if chosen.ranking is not None:
         recipe["ranking"] = chosen.ranking.to_dict()
     if not torch.isfinite(chosen.pixels).all():

@@ -35,11 +35,21 @@ def param(
     min: float | None = None,
     max: float | None = None,
     choices: typing.Sequence[Any] | None = None,
+    check: typing.Callable[[Any], str | None] | None = None,
 ) -> Any:
-    """A config field with the metadata the CLI, presets and demo are generated from."""
+    """A config field with the metadata the CLI, presets and demo are generated from. ``check``:
+    for values the type, range and choices cannot describe; it returns what is wrong with a value
+    and how to fix it (one line), or None when the value is fine."""
     if stage not in ("fit", "sample"):
         raise ValueError(f"stage must be 'fit' or 'sample', got {stage!r}")
-    meta = {"help": help, "stage": stage, "min": min, "max": max, "choices": choices}
+    meta = {
+        "help": help,
+        "stage": stage,
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "check": check,
+    }
     if isinstance(default, list | dict):
         return dataclasses.field(
             default_factory=lambda: typing.cast(Any, default).copy(), metadata=meta
@@ -70,6 +80,7 @@ class FieldInfo:
     min: float | None
     max: float | None
     choices: tuple | None
+    check: typing.Callable[[Any], str | None] | None = None
 
 
 def _introduced_by(config_cls: type) -> dict[str, int]:
@@ -104,6 +115,7 @@ def field_infos(config_cls: type) -> list[FieldInfo]:
                 min=f.metadata.get("min"),
                 max=f.metadata.get("max"),
                 choices=tuple(choices) if choices is not None else None,
+                check=f.metadata.get("check"),
             )
         )
     return out
@@ -218,6 +230,9 @@ def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
         raise ConfigError(
             f"{info.name}={value!r}{where} is out of range {rng}; pick a value inside it"
         )
+    problem = info.check(value) if info.check is not None else None
+    if problem:
+        raise ConfigError(f"{info.name}={value!r}{where}: {problem}")
 
 
 def validate(config: Any) -> None:

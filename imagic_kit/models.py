@@ -342,7 +342,11 @@ def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbon
 
     ``build`` holds ``unet``, ``vae`` and ``scheduler`` configs, and a text conditioner
     (``tokenizer`` + ``text_encoder``), an image conditioner (``image_encoder`` +
-    ``feature_extractor``, as SD image variations), or both.
+    ``feature_extractor``, as SD image variations), or both. ``clip`` (with an image conditioner)
+    adds a whole CLIP model whose vision tower is the image encoder and whose text tower is built
+    from ``clip.text`` with a vocabulary of ``clip.words``: the model's own CLIP
+    (``extras["clip_path"]``, a temporary folder), which FastEdit's text feature and the ranking
+    read, as the real model's CLIP ViT-L/14 would be.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
@@ -379,8 +383,52 @@ def build_from_config(build: dict[str, Any], model_id: str = "built") -> Backbon
             comps["feature_extractor"] = CLIPImageProcessor(**build["feature_extractor"])
         comps["vae"] = AutoencoderKL(**build["vae"])
         comps["unet"] = UNet2DConditionModel(**build["unet"])
+        clip = _build_clip(build, comps) if "clip" in build else None
     comps["scheduler"] = DDIMScheduler(**build.get("scheduler", {}))
-    return from_components(comps, model_id=model_id)
+    bb = from_components(comps, model_id=model_id)
+    if clip is not None:
+        bb.extras["clip_folder"] = clip  # kept alive with the backbone; removed with it
+        bb.extras["clip_path"] = clip.name
+    return bb
+
+
+def _build_clip(build: dict[str, Any], comps: dict[str, Any]):
+    """A random CLIP text tower joined to the built image encoder, saved to a temporary folder."""
+    import tempfile
+
+    from transformers import CLIPConfig, CLIPModel
+
+    from .tokenizer import build_tokenizer
+
+    if "image_encoder" not in comps:
+        raise ConfigError("a built model's clip needs its image_encoder (the CLIP's vision tower)")
+    spec = build["clip"]
+    tokenizer = build_tokenizer(spec["words"], 77)
+    vision = {k: v for k, v in build["image_encoder"].items() if k != "projection_dim"}
+    text = dict(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **spec["text"],
+    )
+    dim = build["image_encoder"]["projection_dim"]
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
+    encoder = comps["image_encoder"]
+    model.vision_model.load_state_dict(encoder.vision_model.state_dict())
+    model.visual_projection.load_state_dict(encoder.visual_projection.state_dict())
+    folder = tempfile.TemporaryDirectory(prefix="imagic-kit-clip-")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a model being built, not a download: no bar
+    try:
+        model.save_pretrained(folder.name)
+    finally:
+        hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(folder.name)
+    comps["feature_extractor"].save_pretrained(folder.name)
+    return folder
 
 
 def to_pipeline(bb: Backbone, kind: str | None = None):

@@ -6,10 +6,17 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from imagic_kit import edit
 from imagic_kit.errors import ArtifactMismatchError, ConfigError
-from imagic_kit.methods.fastedit import RANGE_GRID, FastEditConfig, semantic_range, timestep_range
+from imagic_kit.methods.fastedit import (
+    RANGE_GRID,
+    FastEditConfig,
+    candidate_eta,
+    semantic_range,
+    timestep_range,
+)
 from imagic_kit.shapes import Scene, render
 
 QUICK = {"finetune_steps": 2, "num_inference_steps": 4}
@@ -38,12 +45,20 @@ def test_text_only_model_names_the_presets_that_work(tiny):
 def test_recipe_holds_the_range_and_the_distance(shapes):
     r = edit(shapes, IMAGE, "a blue circle on a gray background", method="fastedit", seed=0,
              progress=False, **QUICK)  # fmt: skip
-    facts = r.recipe["fit_facts"]
+    facts = r.recipe["edit_facts"]
     lo, hi = facts["timestep_range"]
     assert 0 <= lo < hi <= 1 and 0 <= facts["semantic_distance"] <= 2
     fixed = edit(shapes, IMAGE, "a blue circle on a gray background", method="fastedit", seed=0,
-                 progress=False, timesteps="fixed", fixed_low=0.2, fixed_high=0.7, **QUICK)  # fmt: skip
-    assert fixed.recipe["fit_facts"] == {"timestep_range": [0.2, 0.7]}
+                 progress=False, timesteps="0.2-0.7", **QUICK)  # fmt: skip
+    assert fixed.recipe["edit_facts"] == {"timestep_range": [0.2, 0.7]}
+
+
+@pytest.mark.parametrize("bad", ["fixed", "0.5", "0.7-0.2", "0-1.5", "a-b", ""])
+def test_a_bad_range_is_refused_with_the_form_to_use(bad):
+    from imagic_kit.config import apply_overrides
+
+    with pytest.raises(ConfigError, match=r"timesteps=.*(LO-HI|LO < HI)"):
+        apply_overrides(FastEditConfig(), {"timesteps": bad})
 
 
 def test_same_range_reuses_the_fit_another_refits_and_says_so(shapes, caplog):
@@ -58,7 +73,7 @@ def test_same_range_reuses_the_fit_another_refits_and_says_so(shapes, caplog):
     kw = dict(seed=0, progress=False, distance_low=mid - 1e-3, distance_high=mid + 1e-3, **QUICK)
     first = edit(shapes, IMAGE, near, method="fastedit", **kw)
     with pytest.raises(ArtifactMismatchError, match="timesteps"):  # a fit-stage field: refused
-        edit(shapes, IMAGE, far, method="fastedit", artifacts=first.fit, timesteps="fixed",
+        edit(shapes, IMAGE, far, method="fastedit", artifacts=first.fit, timesteps="0-1",
              **{k: v for k, v in kw.items()})  # fmt: skip
     with caplog.at_level(logging.WARNING):
         other = edit(shapes, IMAGE, far, method="fastedit", artifacts=first.fit, **kw)
@@ -66,7 +81,7 @@ def test_same_range_reuses_the_fit_another_refits_and_says_so(shapes, caplog):
     again = edit(shapes, IMAGE, near.replace("white", "gray"), method="fastedit",
                  artifacts=first.fit, **kw)  # fmt: skip
     assert again.recipe["fit_reused"] == (
-        again.recipe["fit_facts"]["timestep_range"] == first.recipe["fit_facts"]["timestep_range"]
+        again.recipe["edit_facts"]["timestep_range"] == first.recipe["edit_facts"]["timestep_range"]
     )
 
 
@@ -75,12 +90,42 @@ def test_exported_lora_loads_into_the_variations_unet(shapes, tmp_path):
 
     edit(shapes, IMAGE, "a blue circle on a gray background", method="fastedit", seed=0,
          progress=False, save_artifacts=tmp_path / "f", **QUICK)  # fmt: skip
-    pipe = variations_pipeline()
-    pipe.unet.load_lora_adapter(
-        str(tmp_path / "f"), weight_name="unet_lora.safetensors", prefix="unet",
-        adapter_name="fastedit",
-    )  # fmt: skip
-    lora = [n for n, _ in pipe.unet.named_parameters() if "lora" in n]
-    assert lora and all(any(t in n for t in ("to_q", "to_k", "to_v", "to_out")) for n in lora)
-    b = [p for n, p in pipe.unet.named_parameters() if "lora_B" in n]
-    assert any(float(p.detach().abs().max()) > 0 for p in b)  # trained weights, not the zero init
+    attention = tmp_path / "attention"
+    edit(shapes, IMAGE, "a blue circle on a gray background", method="fastedit", seed=0,
+         progress=False, save_artifacts=attention, preset="paper", **QUICK)  # fmt: skip
+    for folder, targets in ((tmp_path / "f", ("conv1", "conv2")),
+                            (attention, ("to_q", "to_k", "to_v", "to_out"))):  # fmt: skip
+        pipe = variations_pipeline()
+        pipe.unet.load_lora_adapter(
+            str(folder), weight_name="unet_lora.safetensors", prefix="unet",
+            adapter_name="fastedit",
+        )  # fmt: skip
+        lora = [n for n, _ in pipe.unet.named_parameters() if "lora" in n]
+        assert lora and all(any(t in n for t in targets) for n in lora)
+        b = [p for n, p in pipe.unet.named_parameters() if "lora_B" in n]
+        assert any(float(p.detach().abs().max()) > 0 for p in b)  # trained, not the zero init
+
+
+def test_a_built_variations_model_carries_its_own_clip(tmp_path):
+    """The random variations architectures (for timing) build a CLIP whose vision tower is their
+    image encoder, so FastEdit runs on them without text_clip."""
+    from imagic_kit import load_backbone
+    from imagic_kit.clip_score import clip_features, load_clip
+
+    bb = load_backbone("tiny-random-variations", device="cpu")
+    clip = load_clip(bb.extras["clip_path"])
+    pix = bb.feature_extractor(images=[IMAGE], return_tensors="pt").pixel_values
+    with torch.no_grad():
+        own = bb.image_encoder(pixel_values=pix).image_embeds
+        theirs = clip_features(clip.model.get_image_features(pixel_values=pix))
+    assert torch.allclose(theirs, own, atol=1e-5)
+    r = edit(bb, IMAGE, "a blue circle", method="fastedit", seed=0, progress=False,
+             candidates=1, **QUICK)  # fmt: skip
+    assert 0 <= r.recipe["edit_facts"]["semantic_distance"] <= 2
+
+
+def test_candidates_spread_eta_evenly_around_it():
+    cfg = FastEditConfig(eta=0.7, eta_spread=0.2)
+    assert [round(candidate_eta(cfg, j, 5), 6) for j in range(5)] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    assert candidate_eta(FastEditConfig(eta=0.7, eta_spread=0.0), 3, 8) == 0.7
+    assert candidate_eta(cfg, 0, 1) == 0.7  # one sample: eta itself

@@ -62,3 +62,72 @@ def batch_size(default: int):
         min=1,
         max=64,
     )
+
+
+def finetune_schedule(default: str = "cosine"):
+    from ..optim import SCHEDULES
+
+    return param(
+        default,
+        help="learning-rate schedule of the fine-tuning: constant, or cosine decay to 0",
+        stage="fit",
+        choices=list(SCHEDULES),
+    )
+
+
+def loss_weighting(default: str = "v"):
+    from ..optim import LOSS_WEIGHTINGS
+
+    return param(
+        default,
+        help="timestep weighting of the fitting loss: eps (the standard loss), or v / x0 (weigh "
+        "noisy timesteps more: the input's layout and smooth texture are kept more precisely)",
+        stage="fit",
+        choices=list(LOSS_WEIGHTINGS),
+    )
+
+
+def loss_weight_cap(default: float = 20.0):
+    return param(
+        default,
+        help="upper bound of the v / x0 loss weights (relative to eps)",
+        stage="fit",
+        min=1.0,
+    )
+
+
+def finetune_late_strength(default: float = 0.7):
+    return param(
+        default,
+        help="strength of the fine-tuning in the late, low-noise sampling steps (the LoRA's scale, "
+        "or the fine-tuned UNet's share of a blend with the pretrained one): 1 = as fitted, as in "
+        "the paper; lower lets the pretrained model draw the prompt's details",
+        stage="sample",
+        min=0.0,
+        max=2.0,
+    )
+
+
+def finetune_late_start(default: float = 0.3):
+    return param(
+        default,
+        help="fraction of the sampling steps, from the noisy end, run at full fine-tuning strength "
+        "before finetune_late_strength applies",
+        stage="sample",
+        min=0.0,
+        max=1.0,
+    )
+
+
+def late_lora_hook(unet, config):
+    """``before_step(j)`` for ``ddim_sample``: at step ``finetune_late_start`` of the schedule the
+    LoRA's scale drops to ``finetune_late_strength`` once (docs/methods/imagic.md#late-fine-tuning-strength)."""
+    from ..lora import ADAPTER
+
+    late_from = round(config.finetune_late_start * config.num_inference_steps)
+
+    def before_step(j: int) -> None:
+        if j == late_from and config.finetune_late_strength != 1.0:
+            unet.set_adapters([ADAPTER], weights=[config.finetune_late_strength])
+
+    return before_step

@@ -7,9 +7,8 @@ on timesteps chosen from the semantic gap between the image and the target text.
               feature (the same CLIP) chooses the range of timesteps the fine-tuning samples
               (sec. 3.2, "semantic-aware timestep selection"): a small change keeps structure, so
               the range sits at high timesteps; a large one needs the low ones.
-              :func:`semantic_range` is the mapping; ``timesteps=fixed`` uses a configured range.
-           3. A LoRA on the UNet's attention projections (rank 16, AdamW 4e-4, 50 steps: the
-              paper's values) learns to reconstruct the input under its own image feature, on
+              :func:`semantic_range` is the mapping; ``timesteps=LO-HI`` fixes a range instead.
+           3. A LoRA on the UNet learns to reconstruct the input under its own image feature, on
               timesteps of that range (sec. 3.2).
     sample 4. From fresh noise, classifier-free guidance against the all-zeros embedding (as the
               variations pipeline does); the condition is
@@ -18,12 +17,23 @@ on timesteps chosen from the semantic gap between the image and the target text.
 One fit serves every target text that maps to the same timestep range; another text refits, and the
 edit says so. The chosen range and the distance go into the recipe.
 
-The paper's mapping from distance to range is not public: :func:`semantic_range` is the toolkit's
-own (docs/methods/fastedit.md, "The semantic-aware range"), a linear map from the distance between
-``distance_low`` and ``distance_high`` to a range of ``range_width`` that slides from the top of
-the schedule to its bottom, on a grid of 1/20 of the schedule so that nearby texts share a fit.
-The text feature is rescaled to the image feature's norm before interpolating
-(docs/methods/fastedit.md, "Feature scale").
+The paper's values are the ``paper`` preset. The toolkit's choices, each measured on the shapes
+world (docs/methods/fastedit.md, "Choices and evidence"):
+- The mapping from distance to range, which the paper does not publish: :func:`semantic_range`, a
+  window of ``range_width`` sliding down the schedule as the distance grows, on a grid of 1/20 so
+  that nearby texts share a fit; calibrated to keep the upper half for every shapes-world edit
+  (docs/methods/fastedit.md#timestep-range).
+- LoRA rank 16 on the ResNet convolutions, 85 AdamW steps at 2e-3, batch 4; the paper's attention
+  LoRA does not learn where the object is
+  (docs/methods/fastedit.md#a-lora-on-the-resnet-convolutions-85-steps-at-2e-3-batch-4).
+- ``ddim_eta`` 0.5, best of 8, the unedited pixels restored
+  (docs/methods/fastedit.md#sampler-and-best-of-8).
+- The LoRA at 0.7 after the first 30% of the sampling steps, as Imagic
+  (docs/methods/fastedit.md#late-lora-strength-07).
+- eta 0.8, the 8 candidates spread over eta ± 0.15 (``eta_spread``) and ranked
+  (docs/methods/fastedit.md#eta-08-the-candidates-spread-over-065-095).
+- The text feature rescaled to the image feature's norm before the blend, so that eta weighs
+  directions rather than magnitudes.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from ..artifacts import Fit
 from ..config import param
 from ..errors import ConfigError, ModelNotAvailableError
 from ..lora import LoraSpec, check_targets, lora_applied, lora_state_dict, lora_training
-from ..optim import denoising_loss, optimize
+from ..optim import denoising_loss, lr_schedule, optimize
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
@@ -44,30 +54,64 @@ from ._common import (
     batch_size,
     ddim_eta,
     eta,
+    finetune_late_start,
+    finetune_late_strength,
+    finetune_schedule,
     guidance_scale,
+    late_lora_hook,
     lora_alpha,
     lora_rank,
     lora_targets,
+    loss_weight_cap,
+    loss_weighting,
     num_inference_steps,
 )
 
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+CONV_TARGETS = ("conv1", "conv2")
 #: The semantic range moves on a grid of this fraction of the schedule, so that texts at nearly the
 #: same distance map to the same range and share a fit.
 RANGE_GRID = 1 / 20
+
+
+def parse_range(value: str) -> tuple[float, float] | None:
+    """``"LO-HI"`` as (lo, hi), fractions of the schedule; None for ``"semantic"``. Raises
+    ValueError with what is wrong."""
+    value = str(value).strip()
+    if value == "semantic":
+        return None
+    parts = value.split("-")
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or hi is None:
+        raise ValueError("give semantic or a range LO-HI, e.g. 0-1 or 0.5-1")
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"the range needs 0 <= LO < HI <= 1 (got {lo:g} and {hi:g})")
+    return lo, hi
+
+
+def _check_timesteps(value: str) -> str | None:
+    try:
+        parse_range(value)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 @dataclass
 class FastEditConfig(BestOfNConfig):
     timesteps: str = param(
         "semantic",
-        help="how the fine-tuning's timestep range is chosen: semantic (from the CLIP distance "
-        "between the image and the target text) or fixed (fixed_low..fixed_high)",
+        help="the fine-tuning's timestep range: semantic (chosen from the CLIP distance between "
+        "the image and the target text) or a fixed range LO-HI in fractions of the schedule "
+        "(0-1: all of it, 0.5-1: the upper half)",
         stage="fit",
-        choices=["semantic", "fixed"],
+        check=_check_timesteps,
     )
     distance_low: float = param(
-        0.4,
+        1.3,
         help="semantic: at this CLIP cosine distance or less, the range is at the top of the "
         "schedule (structure kept)",
         stage="fit",
@@ -75,7 +119,7 @@ class FastEditConfig(BestOfNConfig):
         max=2.0,
     )
     distance_high: float = param(
-        1.0,
+        2.0,
         help="semantic: at this distance or more, the range is at the bottom of the schedule",
         stage="fit",
         min=0.0,
@@ -88,33 +132,31 @@ class FastEditConfig(BestOfNConfig):
         min=RANGE_GRID,
         max=1.0,
     )
-    fixed_low: float = param(
-        0.5,
-        help="fixed: the range's low end, fraction of the schedule",
-        stage="fit",
-        min=0.0,
-        max=1.0,
-    )
-    fixed_high: float = param(
-        1.0,
-        help="fixed: the range's high end, fraction of the schedule",
-        stage="fit",
-        min=0.0,
-        max=1.0,
-    )
     finetune_steps: int = param(
-        50, help="LoRA fine-tuning steps (sec. 3.2)", stage="fit", min=0, max=100_000
+        85,
+        help="LoRA fine-tuning steps (the paper's: 50)",
+        stage="fit",
+        min=0,
+        max=100_000,
     )
     finetune_lr: float = param(
-        4e-4, help="AdamW learning rate of the LoRA", stage="fit", min=0.0, max=1.0
+        2e-3,
+        help="AdamW learning rate of the LoRA (the paper's: 4e-4)",
+        stage="fit",
+        min=0.0,
+        max=1.0,
     )
+    finetune_schedule: str = finetune_schedule("constant")
+    loss_weighting: str = loss_weighting("eps")
+    loss_weight_cap: float = loss_weight_cap(20.0)
     lora_rank: int = lora_rank(16)
     lora_alpha: float = lora_alpha(16.0)
     lora_targets: list = lora_targets(
-        ATTENTION_TARGETS,
-        help="UNet modules that get a LoRA (comma list; the paper's: the attention projections)",
+        CONV_TARGETS,
+        help="UNet modules that get a LoRA (comma list; the ResNet convolutions conv1,conv2; the "
+        "paper's: the attention projections to_q,to_k,to_v,to_out.0)",
     )
-    batch_size: int = batch_size(1)
+    batch_size: int = batch_size(4)
     text_clip: str = param(
         "",
         help="CLIP model (folder or hub id) whose text tower gives the target text's feature; it "
@@ -122,13 +164,24 @@ class FastEditConfig(BestOfNConfig):
         stage="fit",
     )
     eta: float = eta(
-        0.5,
+        0.8,
         help="interpolation weight: 0 = the input's image feature, 1 = the target text's feature",
     )
+    eta_spread: float = param(
+        0.15,
+        help="best of N: the candidates' eta spread evenly over [eta - eta_spread, eta + "
+        "eta_spread] (0: all at eta), so that the ranking also chooses how far to move",
+        stage="sample",
+        min=0.0,
+        max=1.0,
+    )
+    finetune_late_strength: float = finetune_late_strength(0.7)
+    finetune_late_start: float = finetune_late_start(0.3)
     guidance_scale: float = guidance_scale(3.0)
     num_inference_steps: int = num_inference_steps(50)
-    ddim_eta: float = ddim_eta(0.0)
-    candidates: int = default("candidates", 1)
+    ddim_eta: float = ddim_eta(0.5)
+    candidates: int = default("candidates", 8)
+    restore_unedited: float = default("restore_unedited", 0.12)
 
 
 def semantic_range(distance: float, config: FastEditConfig) -> tuple[float, float]:
@@ -140,12 +193,11 @@ def semantic_range(distance: float, config: FastEditConfig) -> tuple[float, floa
     """
     span = max(config.distance_high - config.distance_low, 1e-6)
     s = min(max((distance - config.distance_low) / span, 0.0), 1.0)
-    width = config.range_width
-    top = 1.0 - s * (1.0 - width)
     steps = round(1 / RANGE_GRID)
-    hi = round(top * steps) / steps
-    lo = max(round((top - width) * steps) / steps, 0.0)
-    return lo, min(hi, 1.0)
+    width = min(max(round(config.range_width * steps), 1), steps)  # in grid steps
+    top = 1.0 - s * (1.0 - config.range_width)
+    hi = min(max(round(top * steps), width), steps)
+    return (hi - width) / steps, hi / steps
 
 
 def _text_feature(backbone, prompt: str, config: FastEditConfig) -> torch.Tensor:
@@ -196,12 +248,9 @@ def timestep_range(
     """What a fit depends on besides the image and the fit config: the range (and the distance
     that chose it). An edit whose text maps to the same range reuses a fit. ``image``: the
     input's image feature, when already encoded."""
-    if config.timesteps == "fixed":
-        if config.fixed_low >= config.fixed_high:
-            raise ConfigError(
-                f"fixed_low {config.fixed_low} must be below fixed_high {config.fixed_high}"
-            )
-        return {"timestep_range": [config.fixed_low, config.fixed_high]}
+    fixed = parse_range(config.timesteps)
+    if fixed is not None:
+        return {"timestep_range": list(fixed)}
     image = image_feature(backbone, inputs) if image is None else image
     text = text_feature(backbone, inputs.prompt, config, image)
     distance = 1.0 - float(torch.nn.functional.cosine_similarity(image[0], text[0]).item())
@@ -225,10 +274,18 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
         optimize(
             params,
             lambda step: denoising_loss(
-                backbone, batch, image, generator, t_low=t_low, t_high=t_high
+                backbone,
+                batch,
+                image,
+                generator,
+                t_low=t_low,
+                t_high=t_high,
+                weighting=config.loss_weighting,
+                weight_cap=config.loss_weight_cap,
             ),
             steps=config.finetune_steps,
             lr=config.finetune_lr,
+            lr_fn=lr_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
             optimizer="adamw",
             progress=progress,
             stage="finetune-lora",
@@ -241,8 +298,12 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
 def sample(backbone, fit: Fit, inputs, config: FastEditConfig, generator, progress) -> torch.Tensor:
     image = fit.tensor("image_feature", backbone.device).float()
     text = text_feature(backbone, inputs.prompt, config, image)
-    cond = config.eta * text + (1.0 - config.eta) * image
     n = config.num_images_per_prompt
+    etas = torch.tensor(
+        [candidate_eta(config, inputs.first_candidate + b, inputs.draws) for b in range(n)],
+        device=image.device,
+    ).view(-1, 1, 1)
+    cond = etas * text + (1.0 - etas) * image
     x = backbone.randn(backbone.latent_shape(n), generator)
     with lora_applied(backbone.unet, fit.lora, fit.lora_spec):
         return ddim_sample(
@@ -255,7 +316,15 @@ def sample(backbone, fit: Fit, inputs, config: FastEditConfig, generator, progre
             eta=config.ddim_eta,
             generator=generator,
             progress=progress,
+            before_step=late_lora_hook(backbone.unet, config),
         )
+
+
+def candidate_eta(config: FastEditConfig, j: int, draws: int) -> float:
+    """The eta of sample ``j`` of ``draws``: evenly over [eta - eta_spread, eta + eta_spread]."""
+    if draws <= 1 or config.eta_spread == 0:
+        return config.eta
+    return config.eta + config.eta_spread * (2 * j / (draws - 1) - 1)
 
 
 register_method(
