@@ -161,3 +161,35 @@ def test_jsonl_values_and_spreadsheet_csv(tmp_path):
     bom.write_bytes('\ufeffimage,prompt,method\nex.png,"two\nlines",sdedit\n'.encode())
     (row,) = read_manifest(bom)
     assert row.error is None and row.prompt == "two\nlines"
+
+
+def test_rows_with_several_reference_images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "ex.png")
+    Image.open(EXAMPLE).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "flip.png")
+    quick = {"finetune_steps": 2, "num_inference_steps": 3, "candidates": 1, "batch_size": 2}
+    rows = [
+        {"image": ["ex.png", "flip.png"], "prompt": "a blue circle", "method": "decor",
+         "source_prompt": "a red circle", **quick},
+        {"image": ["ex.png", "flip.png"], "prompt": "a blue circle", "method": "sdedit",
+         "num_inference_steps": 3},
+    ]  # fmt: skip
+    jl = folder / "m.jsonl"
+    jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    csv = folder / "m.csv"
+    csv.write_text("image,prompt,method,source_prompt,finetune_steps,num_inference_steps,"
+                   "candidates,batch_size\nex.png;flip.png,a blue circle,decor,a red circle,2,3,1,2\n")  # fmt: skip
+    parsed = read_manifest(csv)
+    assert [p.name for p in parsed[0].images] == ["ex.png", "flip.png"]
+    out = tmp_path / "out"
+    assert main(["batch", str(jl), "--out", str(out), "--model", "tiny-random", "-q"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    assert "takes 1 input image(s), got 2" in summary["failures"][0]["error"]
+    from imagic_kit.imaging import read_recipe
+
+    recipe = read_recipe(next(out.glob("00001-*.png")))
+    assert len(recipe["input_hashes"]) == 2 and recipe["edit_facts"] == {"decor_words": ["red"]}

@@ -247,3 +247,19 @@ def test_the_page_in_a_headless_browser(served, tmp_path):
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
         browser.close()
+
+
+def test_several_references_reach_a_method_that_takes_them(shapes, tmp_path):
+    demo = Demo(shapes, DemoOptions(work_dir=tmp_path))
+    spec = get_method("decor")
+    quick = {"finetune_steps": 2, "num_inference_steps": 3, "candidates": 1, "batch_size": 2}
+    values = [quick.get(i.name, v) for i, v in zip(infos_in_page_order(spec),
+                                                     preset_values(spec, None))]  # fmt: skip
+    other = str(tmp_path / "other.png")
+    Image.open(EXAMPLE).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    args = ("decor", "p", str(EXAMPLE), "a blue circle", "a red circle", 0, False, values)
+    r = demo.run(*args, more_images=[other])
+    assert len(json.loads(r["recipe"])["input_hashes"]) == 2
+    with pytest.raises(ConfigError, match="takes 1 input image"):
+        demo.run("sdedit", "p", str(EXAMPLE), "a blue circle", None, 0, False,
+                 preset_values(get_method("sdedit"), None), more_images=[other])  # fmt: skip

@@ -26,6 +26,7 @@ QUICK = {
     "pti": {"num_inference_steps": 4, "tune_steps": 2},
     "fastedit": {"finetune_steps": 2, "num_inference_steps": 4},
     "null-text": {"num_inference_steps": 4, "tune_steps": 2},
+    "decor": {"finetune_steps": 4, "num_inference_steps": 4, "batch_size": 2, "candidates": 2},
 }
 #: A sample-stage change that must reuse the fit, per method.
 SAMPLE_CHANGE = {
@@ -35,6 +36,7 @@ SAMPLE_CHANGE = {
     "pti": {"eta": 0.5},
     "fastedit": {"eta": 0.3, "guidance_scale": 2.0},
     "null-text": {"eta": 0.5},
+    "decor": {"decor_strength": 0.5, "guidance_scale": 3.0},
 }
 
 

@@ -2,7 +2,9 @@
 
 Columns: ``image``, ``prompt``, ``method`` (required); ``source_prompt``, ``preset``, ``seed``,
 ``output`` (optional); any config field of the row's method as an override (an empty cell keeps
-the default). Relative image paths are read against the manifest's folder.
+the default). Relative image paths are read against the manifest's folder. A method that takes
+several images (``decor``'s references) gets them as a list in JSONL (``"image": ["a.png",
+"b.png"]``) or separated by ``;`` in a CSV cell (``a.png;b.png``).
 
 Reading checks the file as a whole and stops with every problem listed (unparseable, a required
 column missing). A row whose own values are wrong (unknown method or field, a bad value, a
@@ -34,7 +36,7 @@ class Row:
     and, when its values are wrong, the one-line reason it fails."""
 
     number: int
-    image: Path | None
+    images: list[Path]
     prompt: str
     method: str
     source_prompt: str | None = None
@@ -45,12 +47,21 @@ class Row:
     config: Any = None
     error: str | None = None
 
+    @property
+    def image(self) -> Path | None:
+        """The first image (the one the output is named after), None when none was given."""
+        return self.images[0] if self.images else None
+
     def key(self, backbone: Any) -> str:
         """A hash of everything the row's image depends on: a rerun skips a row whose output holds
         the same key and redoes one whose prompt, value, seed or image changed."""
         blob = json.dumps(
             {
-                "image": _file_sha256(self.image) if self.image and self.image.is_file() else None,
+                "image": [_file_sha256(p) if p.is_file() else None for p in self.images]
+                if len(self.images) > 1
+                else _file_sha256(self.image)
+                if self.image and self.image.is_file()
+                else None,
                 "prompt": self.prompt,
                 "source_prompt": self.source_prompt,
                 "method": self.method,
@@ -127,16 +138,16 @@ def read_manifest(path: str | Path, default_seed: int = 0) -> list[Row]:
 
 def _row(number: int, rec: dict[str, Any], base: Path, default_seed: int) -> Row:
     wrong = [k for k in ("image", "prompt", "method", "source_prompt", "preset", "output")
-             if rec.get(k) is not None and not isinstance(rec[k], str)]  # fmt: skip
+             if rec.get(k) is not None and not isinstance(rec[k], str)
+             and not (k == "image" and isinstance(rec[k], list)
+                      and all(isinstance(v, str) for v in rec[k]))]  # fmt: skip
     text = {k: ("" if v is None else v) for k, v in rec.items()}
-    image = str(text.get("image", "")).strip()
+    cell = text.get("image", "")
+    paths = cell if isinstance(cell, list) else str(cell).split(";")
+    paths = [p.strip() for p in paths if isinstance(p, str) and p.strip()]
     row = Row(
         number=number,
-        image=(base / image)
-        if image and not Path(image).is_absolute()
-        else Path(image)
-        if image
-        else None,
+        images=[Path(p) if Path(p).is_absolute() else base / p for p in paths],
         prompt=str(text.get("prompt", "")),
         method=str(text.get("method", "")).strip(),
         source_prompt=str(text.get("source_prompt", "")).strip() or None,
@@ -145,7 +156,10 @@ def _row(number: int, rec: dict[str, Any], base: Path, default_seed: int) -> Row
     )
     try:
         if wrong:
-            raise ConfigError(f"{', '.join(wrong)} must be text")
+            raise ConfigError(
+                f"{', '.join(wrong)} must be text"
+                + (" (image: a path, or a list of paths)" if "image" in wrong else "")
+            )
         if (
             row.preset
             and row.preset.endswith((".yaml", ".yml"))

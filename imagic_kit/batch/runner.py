@@ -41,7 +41,11 @@ def group_rows(rows: list[Row]) -> list[list[Row]]:
 
 
 def _group(r: Row) -> tuple:
-    return (str(r.image), r.method, r.seed)
+    return (tuple(map(str, r.images)), r.method, r.seed)
+
+
+def _images(r: Row) -> str:
+    return ";".join(map(str, r.images))
 
 
 def share(rows: list[Row], rank: int, world: int) -> list[Row]:
@@ -100,12 +104,13 @@ def run_batch(
                 seed=row.seed,
                 progress=False,
             )
+            images = [str(p) for p in row.images]
             try:
-                r = edit(backbone, str(row.image), row.prompt, artifacts=cached, **kwargs)
+                r = edit(backbone, images, row.prompt, artifacts=cached, **kwargs)
             except ArtifactMismatchError:
                 if cached is None:
                     raise
-                r = edit(backbone, str(row.image), row.prompt, **kwargs)
+                r = edit(backbone, images, row.prompt, **kwargs)
             fits[group] = r.fit
             fits.move_to_end(group)
             while len(fits) > FIT_CACHE:
@@ -122,10 +127,10 @@ def run_batch(
                 save_png(r.images[k], out / names[k], {**r.recipe, "index": k})
             done += 1
         except (ImagicKitError, _RowError) as e:
-            failures.append({"row": row.number, "image": str(row.image), "error": str(e)})
+            failures.append({"row": row.number, "image": _images(row), "error": str(e)})
         except Exception as e:  # any other error of one row must not end the batch
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            failures.append({"row": row.number, "image": str(row.image), "error": first[:300]})
+            failures.append({"row": row.number, "image": _images(row), "error": first[:300]})
         bar.update()
     bar.close()
     part = {

@@ -37,7 +37,16 @@ from ..errors import ArtifactMismatchError, ConfigError, ImagicKitError
 from ..registry import MethodSpec, available_methods, get_method
 
 #: The inputs of an edit before the config fields (their names in the API).
-FRONT = ("image", "prompt", "source_prompt", "seed", "random_seed", "sweep_over", "sweep_values")
+FRONT = (
+    "image",
+    "more_images",
+    "prompt",
+    "source_prompt",
+    "seed",
+    "random_seed",
+    "sweep_over",
+    "sweep_values",
+)
 #: Examples from the shapes world: (scene, prompt), edited with the ``fast`` preset in seconds.
 EXAMPLES = (
     ({"shape": "circle", "colour": "red", "background": "gray", "x0": 18, "y0": 20, "side": 26,
@@ -191,8 +200,10 @@ class Demo:
         progress_cb=None,
         sweep: tuple[str, str] | None = None,
         only_if_cached: bool = False,
+        more_images: list[str] | None = None,
     ) -> dict[str, Any] | None:
         """Edit (or sweep) with ``method``, reusing this page's fit when ``edit()`` accepts it.
+        ``more_images``: further reference images, for methods that take several (DECOR).
         Returns the images, the recipe, the status line and the files to download."""
         from ..api import edit, edit_sweep
         from ..config import parse_sweep, parse_value
@@ -202,6 +213,8 @@ class Demo:
         if only_if_cached and self.cache.get(key) is None:
             return None
         image = self.check_image(image)
+        if more_images:
+            image = [image, *(self.check_image(p) for p in more_images)]
         overrides = self.overrides(spec, values)
         seed_value = secrets.randbelow(2**31) if random_seed or seed is None else int(seed)
         kwargs = dict(
@@ -346,6 +359,14 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                 image = gr.Image(type="filepath", label="input image", elem_id=f"{name}-image",
                                  sources=["upload", "clipboard"], height=256,
                                  image_mode=None)  # fmt: skip
+                more = gr.File(
+                    file_count="multiple",
+                    type="filepath",
+                    file_types=["image"],
+                    label=f"more reference images (up to {spec.max_images} in all)",
+                    visible=spec.max_images > 1,
+                    elem_id=f"{name}-more",
+                )
                 prompt = gr.Textbox(label="prompt", elem_id=f"{name}-prompt",
                                     info="what the edited image should show")  # fmt: skip
                 source = gr.Textbox(
@@ -397,7 +418,9 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
             n_front = len(FRONT)
 
             def fn(request: gr.Request, progress=gr.Progress(), *vals):  # noqa: B008 (gradio's way)
-                image_v, prompt_v, source_v, seed_v, random_v, sweep_f, sweep_v = vals[:n_front]
+                image_v, more_v, prompt_v, source_v, seed_v, random_v, sweep_f, sweep_v = vals[
+                    :n_front
+                ]
 
                 def cb(stage, step, total, info):
                     progress((step, total), desc=stage)
@@ -408,7 +431,7 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                         name, page, image_v, prompt_v, source_v, seed_v, random_v,
                         list(vals[n_front:]), progress_cb=cb,
                         sweep=(sweep_f, sweep_v) if sweeping else None,
-                        only_if_cached=only_if_cached,
+                        only_if_cached=only_if_cached, more_images=more_v or None,
                     )  # fmt: skip
                 except ImagicKitError as e:
                     raise gr.Error(str(e), print_exception=False) from None
@@ -435,7 +458,8 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
             )
             return fn
 
-        inputs = [image, prompt, source, seed, random_seed, sweep_field, sweep_values, *widgets]
+        inputs = [image, more, prompt, source, seed, random_seed, sweep_field, sweep_values,
+                  *widgets]  # fmt: skip
         outputs = [out, gallery, recipe, png, fit_file, status]
         run.click(handler(), inputs=inputs, outputs=outputs, api_name=f"edit_{endpoint}",
                   concurrency_id="device", concurrency_limit=1)  # fmt: skip
@@ -457,7 +481,8 @@ def _sweep_default(main: FieldInfo | None) -> str:
         return ""
     step = (float(main.max) - float(main.min)) / 20
     values = [main.default + k * step for k in (-2, -1, 0, 1)]
-    return ",".join(f"{min(max(v, main.min), main.max):.3g}" for v in values)
+    shown = [f"{min(max(v, main.min), main.max):.3g}" for v in values]
+    return ",".join(dict.fromkeys(shown))  # a default at a bound clamps two values into one
 
 
 def launch(

@@ -35,6 +35,9 @@ evidence", which has the figures and the reports):
   docs/methods/imagic.md#best-of-n-and-the-ranking).
 - The unedited pixels copied back from the input, ``restore_unedited`` 0.12 (``restore.py``;
   docs/methods/imagic.md#restoring-unedited-pixels).
+- DECOR's projection as an option (``decor_strength``, off by default; ``imagic_kit.decor``): the
+  interpolated embedding loses the directions of the words the target drops
+  (docs/methods/decor.md).
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import decor
 from ..artifacts import Fit
 from ..config import param
+from ..decor import DecorConfig
 from ..errors import ArtifactMismatchError
 from ..lora import (
     ADAPTER,
@@ -56,7 +61,7 @@ from ..lora import (
     lora_state_dict,
     lora_training,
 )
-from ..optim import LOSS_WEIGHTINGS, SCHEDULES, denoising_loss, full_training, lr_schedule, optimize
+from ..optim import denoising_loss, full_training, lr_schedule, optimize
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
@@ -64,16 +69,21 @@ from ._common import (
     batch_size,
     ddim_eta,
     eta,
+    finetune_late_start,
+    finetune_late_strength,
+    finetune_schedule,
     guidance_scale,
     lora_alpha,
     lora_rank,
     lora_targets,
+    loss_weight_cap,
+    loss_weighting,
     num_inference_steps,
 )
 
 
 @dataclass
-class ImagicConfig(BestOfNConfig):
+class ImagicConfig(BestOfNConfig, DecorConfig):
     embedding_steps: int = param(
         400, help="steps of text-embedding optimisation (sec. 3.1)", stage="fit", min=0, max=100_000
     )
@@ -96,12 +106,7 @@ class ImagicConfig(BestOfNConfig):
         min=0.0,
         max=1.0,
     )
-    finetune_schedule: str = param(
-        "cosine",
-        help="learning-rate schedule of the fine-tuning: constant, or cosine decay to 0",
-        stage="fit",
-        choices=list(SCHEDULES),
-    )
+    finetune_schedule: str = finetune_schedule("cosine")
     lora_rank: int = lora_rank(16)
     lora_alpha: float = lora_alpha(16.0)
     lora_targets: list = lora_targets(
@@ -109,38 +114,15 @@ class ImagicConfig(BestOfNConfig):
         help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = the attention "
         "projections, the usual SD LoRA)",
     )
-    loss_weighting: str = param(
-        "v",
-        help="timestep weighting of the fitting loss: eps (the paper's standard loss), or v / x0 "
-        "(weigh noisy timesteps more: the input's layout and smooth texture are kept more precisely)",
-        stage="fit",
-        choices=list(LOSS_WEIGHTINGS),
-    )
-    loss_weight_cap: float = param(
-        20.0, help="upper bound of the v / x0 loss weights (relative to eps)", stage="fit", min=1.0
-    )
+    loss_weighting: str = loss_weighting("v")
+    loss_weight_cap: float = loss_weight_cap(20.0)
     batch_size: int = batch_size(4)
     gradient_checkpointing: bool = param(
         False, help="trade compute for memory on large UNets", stage="fit"
     )
     eta: float = eta(1.0)
-    finetune_late_strength: float = param(
-        0.7,
-        help="strength of the fine-tuning in the late, low-noise sampling steps (the LoRA's scale, "
-        "or the fine-tuned UNet's share of a blend with the pretrained one): 1 = as fitted, as in "
-        "the paper; lower lets the pretrained model draw the prompt's details",
-        stage="sample",
-        min=0.0,
-        max=2.0,
-    )
-    finetune_late_start: float = param(
-        0.3,
-        help="fraction of the sampling steps, from the noisy end, run at full fine-tuning strength "
-        "before finetune_late_strength applies",
-        stage="sample",
-        min=0.0,
-        max=1.0,
-    )
+    finetune_late_strength: float = finetune_late_strength(0.7)
+    finetune_late_start: float = finetune_late_start(0.3)
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(50)
     ddim_eta: float = ddim_eta(0.5)
@@ -246,7 +228,10 @@ def _weights(unet: torch.nn.Module, state: dict[str, torch.Tensor] | None):
 def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress) -> torch.Tensor:
     dev = backbone.device
     e_tgt, e_opt = fit.tensor("e_tgt", dev), fit.tensor("e_opt", dev)
-    cond = config.eta * e_tgt + (1.0 - config.eta) * e_opt
+    # DECOR's option: the interpolated embedding projected away from the unwanted words
+    cond = decor.projector(backbone, inputs, config)(
+        config.eta * e_tgt + (1.0 - config.eta) * e_opt
+    )
     n = config.num_images_per_prompt
     x = backbone.randn(backbone.latent_shape(n), generator)
     with (
@@ -286,6 +271,8 @@ register_method(
         fit=fit,
         sample=sample,
         fit_depends_on=("prompt",),
+        source_prompt="optional",  # only DECOR's option reads it (the words the target drops)
+        edit_facts=decor.facts,
         paper="Kawar et al., arXiv 2210.09276",
         main_field="eta",
     )

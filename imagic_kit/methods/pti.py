@@ -25,6 +25,8 @@ the shapes world (docs/methods/pti.md, "Choices and evidence"):
   shared ranking keeps the best (docs/methods/pti.md#candidates-over-eta_start).
 - The unedited pixels restored, ``restore_unedited`` 0.12
   (docs/methods/pti.md#restoring-unedited-pixels).
+- DECOR's projection as an option (``decor_strength``, off by default; ``imagic_kit.decor``),
+  applied to each step's interpolated condition (docs/methods/decor.md).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import decor
 from ..artifacts import Fit
 from ..config import param
+from ..decor import DecorConfig
 from ..errors import ConfigError
 from ..inversion import TunedInversionConfig, default, fit_tuned, tuned_conditions
 from ..registry import MethodSpec, register_method
@@ -47,7 +51,7 @@ INVERSION_PROMPTS = ("empty", "target", "source")
 
 
 @dataclass
-class PTIConfig(BestOfNConfig, TunedInversionConfig):
+class PTIConfig(BestOfNConfig, TunedInversionConfig, DecorConfig):
     inversion_prompt: str = param(
         "empty",
         help="the prompt that conditions the DDIM inversion: empty, target (the edit's prompt) or "
@@ -112,9 +116,13 @@ def sample(backbone, fit: Fit, inputs, config: PTIConfig, generator, progress) -
         ]
     )
 
+    project = decor.projector(backbone, inputs, config)  # DECOR's option (identity when off)
+
     def cond(i: int, t: int) -> torch.Tensor:
         eta = (config.eta * (i >= starts).float()).to(e_tgt).view(-1, 1, 1)
-        return eta * e_tgt + (1.0 - eta) * tuned(i, t)
+        mixed = eta * e_tgt + (1.0 - eta) * tuned(i, t)
+        # DECOR's option where the target enters; the steps on c_t alone stay the reconstruction
+        return torch.where(eta != 0, project(mixed), mixed)
 
     return ddim_sample(
         backbone,
@@ -149,6 +157,7 @@ register_method(
         sample=sample,
         source_prompt="optional",
         fit_depends_on=_fit_inputs,
+        edit_facts=decor.facts,
         paper="Dong et al., arXiv 2305.04441",
         main_field="eta",
     )
