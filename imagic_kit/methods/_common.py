@@ -131,3 +131,29 @@ def late_lora_hook(unet, config):
             unet.set_adapters([ADAPTER], weights=[config.finetune_late_strength])
 
     return before_step
+
+
+def train_lora(backbone, fit, config, generator, progress, loss_fn, *, stage, optimizer="adam"):
+    """Train a LoRA on ``backbone.unet`` with ``loss_fn(step)`` and store it in ``fit`` (FastEdit's
+    fine-tuning, DECOR's customisation): the spec from ``lora_rank``/``lora_alpha``/``lora_targets``,
+    ``finetune_steps`` at ``finetune_lr`` with ``finetune_schedule``. The UNet is left as it was."""
+    from ..lora import LoraSpec, lora_state_dict, lora_training
+    from ..optim import lr_schedule, optimize
+
+    spec = LoraSpec(
+        rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
+    )
+    with lora_training(backbone.unet, spec, generator) as params, backbone.finetuning():
+        optimize(
+            params,
+            loss_fn,
+            steps=config.finetune_steps,
+            lr=config.finetune_lr,
+            lr_fn=lr_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
+            optimizer=optimizer,
+            progress=progress,
+            stage=stage,
+            what="the LoRA weights",
+        )
+        fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
+    return fit

@@ -38,13 +38,10 @@ from ..config import param, redeclare
 from ..decor import DecorConfig
 from ..lora import (
     CONV_TARGETS,
-    LoraSpec,
     check_targets,
     lora_applied,
-    lora_state_dict,
-    lora_training,
 )
-from ..optim import denoising_loss, lr_schedule, optimize
+from ..optim import denoising_loss
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
@@ -59,6 +56,7 @@ from ._common import (
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
+    train_lora,
 )
 
 
@@ -98,30 +96,15 @@ def fit(backbone, inputs, config: DecorMethodConfig, generator, progress) -> Fit
     z0 = backbone.encode_latents(inputs.pixels).float()  # every reference
     n, b = z0.shape[0], config.batch_size
     cond = backbone.encode_prompt(inputs.source_prompt).float()
-    spec = LoraSpec(
-        rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
+    loss = lambda step: denoising_loss(  # noqa: E731
+        backbone,
+        z0[(torch.arange(b) + step * b) % n],  # the references in turn
+        cond,
+        generator,
+        weighting=config.loss_weighting,
+        weight_cap=config.loss_weight_cap,
     )
-    fit = Fit()
-    with lora_training(backbone.unet, spec, generator) as params, backbone.finetuning():
-        optimize(
-            params,
-            lambda step: denoising_loss(
-                backbone,
-                z0[(torch.arange(b) + step * b) % n],  # the references in turn
-                cond,
-                generator,
-                weighting=config.loss_weighting,
-                weight_cap=config.loss_weight_cap,
-            ),
-            steps=config.finetune_steps,
-            lr=config.finetune_lr,
-            lr_fn=lr_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
-            progress=progress,
-            stage="customise-lora",
-            what="the LoRA weights",
-        )
-        fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
-    return fit
+    return train_lora(backbone, Fit(), config, generator, progress, loss, stage="customise-lora")
 
 
 def sample(

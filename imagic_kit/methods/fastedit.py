@@ -45,8 +45,8 @@ import torch
 from ..artifacts import Fit
 from ..config import param
 from ..errors import ConfigError, ModelNotAvailableError
-from ..lora import LoraSpec, check_targets, lora_applied, lora_state_dict, lora_training
-from ..optim import denoising_loss, lr_schedule, optimize
+from ..lora import check_targets, lora_applied
+from ..optim import denoising_loss
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
@@ -65,6 +65,7 @@ from ._common import (
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
+    train_lora,
 )
 
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -266,32 +267,19 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
     t_low, t_high = int(lo * t_total), max(int(hi * t_total), int(lo * t_total) + 1)
     z0 = backbone.encode_latents(inputs.pixels[:1]).float()
     batch = z0.expand(config.batch_size, -1, -1, -1)
-    spec = LoraSpec(
-        rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
-    )
     fit = Fit(tensors={"image_feature": image.cpu()})
-    with lora_training(backbone.unet, spec, generator) as params, backbone.finetuning():
-        optimize(
-            params,
-            lambda step: denoising_loss(
-                backbone,
-                batch,
-                image,
-                generator,
-                t_low=t_low,
-                t_high=t_high,
-                weighting=config.loss_weighting,
-                weight_cap=config.loss_weight_cap,
-            ),
-            steps=config.finetune_steps,
-            lr=config.finetune_lr,
-            lr_fn=lr_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
-            optimizer="adamw",
-            progress=progress,
-            stage="finetune-lora",
-            what="the LoRA weights",
-        )
-        fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
+    loss = lambda step: denoising_loss(  # noqa: E731
+        backbone,
+        batch,
+        image,
+        generator,
+        t_low=t_low,
+        t_high=t_high,
+        weighting=config.loss_weighting,
+        weight_cap=config.loss_weight_cap,
+    )
+    train_lora(backbone, fit, config, generator, progress, loss, stage="finetune-lora",
+               optimizer="adamw")  # fmt: skip
     return fit
 
 
