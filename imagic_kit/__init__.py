@@ -18,11 +18,35 @@ try:
 except _NotInstalled:  # a source checkout on PYTHONPATH, never installed
     __version__ = "0.0.0+unknown"
 
-from .api import EditResult, edit  # noqa: E402
-from .artifacts import Fit  # noqa: E402
-from .errors import ImagicKitError  # noqa: E402
-from .models import load_backbone  # noqa: E402
-from .registry import MethodSpec, available_methods, get_method, make_config, register_method  # noqa: E402
+# The public names load on first use (PEP 562), so that ``imagic-kit --help``, ``list`` and
+# ``recipe`` start without importing torch and the model stack.
+_LAZY = {
+    "EditResult": "api",
+    "edit": "api",
+    "Fit": "artifacts",
+    "ImagicKitError": "errors",
+    "load_backbone": "models",
+    "MethodSpec": "registry",
+    "available_methods": "registry",
+    "get_method": "registry",
+    "make_config": "registry",
+    "register_method": "registry",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'imagic_kit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
+
 
 __all__ = [
     "EditResult",

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,8 @@ def edit(
         )
         for i, s in enumerate(sources)
     ]
+    if backbone.extras.get("world") == "shapes":
+        _warn_outside_world(backbone, pils)
     inputs = EditInputs(
         images=pils,
         pixels=torch.cat([pil_to_tensor(p) for p in pils]).to(backbone.device),
@@ -310,6 +313,8 @@ def edit(
         "model": backbone.model_id,
         "revision": backbone.revision,
         "resolution": backbone.resolution,
+        "device": str(backbone.device),
+        "dtype": str(backbone.dtype).removeprefix("torch."),
         "resize": resize,
         "input_hashes": inputs.hashes,
         "versions": library_versions(),
@@ -325,6 +330,22 @@ def edit(
         )
     out = tensor_to_pil(chosen.pixels)
     return EditResult(out, fit, cfg, seed, timings, recipe, pils, chosen.candidates, chosen.ranking)
+
+
+def _warn_outside_world(backbone: Backbone, pils: list[Image.Image]) -> None:
+    """The embedded model knows only the shapes world: say so when an input is not of it (a
+    photo gives 64-pixel mush, not an error)."""
+    from .shapes.oracle import looks_like_scene
+
+    if all(looks_like_scene(p) for p in pils):
+        return
+    warnings.warn(
+        f"the input does not look like the shapes world, the only thing the embedded model "
+        f"{backbone.model_id!r} knows (one coloured circle, square or triangle on a plain "
+        "background): expect a meaningless result; for photos use a real model, e.g. --model sd15 "
+        "or sd21 (load_backbone('sd15')), or a diffusers folder",
+        stacklevel=3,
+    )
 
 
 def edit_sweep(

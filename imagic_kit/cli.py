@@ -331,6 +331,12 @@ def cmd_edit(args) -> int:
     from .models import load_backbone
 
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
+    if not args.quiet and backbone.device.type == "cpu":
+        print(
+            f"{PROG}: running on the CPU with {n} thread{'s' if n > 1 else ''} (change with "
+            "--threads N or IMAGIC_KIT_NUM_THREADS=N; on a busy machine fewer threads are faster)",
+            file=sys.stderr,
+        )
     images = args.image if len(args.image) > 1 else args.image[0]
     common = dict(
         method=args.method,

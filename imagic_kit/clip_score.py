@@ -25,9 +25,12 @@ class ClipScorer:
     def __init__(self, path: str):
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-        self.model = CLIPModel.from_pretrained(path).eval()
-        self.tokenizer = CLIPTokenizer.from_pretrained(path)
-        self.processor = CLIPImageProcessor.from_pretrained(path)
+        from .progress import quiet_loading
+
+        with quiet_loading():
+            self.model = CLIPModel.from_pretrained(path).eval()
+            self.tokenizer = CLIPTokenizer.from_pretrained(path)
+            self.processor = CLIPImageProcessor.from_pretrained(path)
 
     def __call__(self, image: Image.Image, text: str) -> float:
         return self.scores([image], text)[0]

@@ -17,13 +17,15 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InputImageError
+
+if TYPE_CHECKING:  # torch loads where a function needs it: `imagic-kit recipe` reads PNGs only
+    import torch
 
 #: Images larger than this are refused before decoding (a decompression bomb, or a mistake).
 MAX_PIXELS = 50_000_000
@@ -149,6 +151,8 @@ def fit_to_square(img: Image.Image, size: int, mode: str = "crop") -> Image.Imag
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """(N, C, H, W) ``x`` blurred channel by channel with a separable Gaussian of ``sigma`` px
     (edges replicated)."""
+    import torch
+
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     w = torch.exp(-(t**2) / (2 * sigma**2))
@@ -161,12 +165,16 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL -> float tensor [1, 3, H, W] in [-1, 1]."""
+    import torch
+
     a = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
     """Float tensor [B, 3, H, W] in [-1, 1] -> list of RGB PIL images."""
+    import torch
+
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return [Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB") for a in x]
 

@@ -25,6 +25,7 @@ from .backbone import Backbone
 from .config import configs_dir
 from .errors import ConfigError, ModelNotAvailableError
 from .paths import looks_like_hub_id
+from .progress import quiet_loading
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,19 @@ def load_backbone(
         configure_threads()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    if dev.type == "cpu" and dt != torch.float32:
+        warnings.warn(
+            f"{str(dt).removeprefix('torch.')} on the CPU is several times slower than float32 and "
+            "saves nothing worth it; leave the dtype out (float32 is the CPU default)",
+            stacklevel=2,
+        )
+    with quiet_loading():
+        return place(_load(model, revision, local_files_only, dt), dev, dt)
+
+
+def _load(
+    model: Any, revision: str | None, local_files_only: bool | None, dt: torch.dtype
+) -> Backbone:
     if hasattr(model, "components") and not isinstance(model, str | os.PathLike):
         bb = from_components(
             dict(model.components), model_id=getattr(model, "name_or_path", None) or "pipeline"
@@ -151,7 +165,7 @@ def load_backbone(
             f"model {model!r} is not a preset ({', '.join(backbone_presets())}), a local diffusers "
             "folder, or a hub id like 'org/name'; check the spelling or the path"
         )
-    return place(bb, dev, dt)
+    return bb
 
 
 def place(bb: Backbone, device: torch.device, dtype: torch.dtype) -> Backbone:
@@ -222,6 +236,7 @@ def load_embedded(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     bb.feature_extractor = CLIPImageProcessor.from_pretrained(variations / "feature_extractor")
     bb.model_id = name
     bb.extras["clip_path"] = str(embedded_path(name, "clip"))
+    bb.extras["world"] = "shapes"  # all it knows: api.edit warns when an input is something else
     return bb
 
 
@@ -250,10 +265,18 @@ def from_components(
 def _from_pretrained(
     model: str, *, revision: str | None, local_files_only: bool | None, dtype: torch.dtype
 ) -> Backbone:
-    from diffusers import DiffusionPipeline
-
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    if not local_files_only and not Path(model).is_dir() and not hub_reachable():
+        # offline: read the local cache only, and fail at once when the model is not there
+        # instead of after a minute of connection retries (before diffusers loads)
+        local_files_only = True
+        try:
+            _model_index(model, revision, local_files_only)
+        except ModelNotAvailableError:
+            raise _not_available(model, ConnectionError("no connection to the hub")) from None
+    from diffusers import DiffusionPipeline
+
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": local_files_only}
     if revision:
         kwargs["revision"] = revision
@@ -271,6 +294,44 @@ def _from_pretrained(
             raise _not_available(model, e) from None
         raise
     return from_components(dict(pipe.components), model_id=model, revision=revision)
+
+
+_HUB_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``HF_ENDPOINT``) opens within ``timeout``
+    seconds, name lookup included. Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``) the hub cannot
+    be probed directly and counts as reachable. The answer is kept for the process."""
+    global _hub_answer
+    if _hub_answer is not None:
+        return _hub_answer
+    if any(os.environ.get(v) for v in _HUB_PROXY_VARS):
+        _hub_answer = True
+        return True
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    answer = [False]
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer[0] = True
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)  # a name lookup can outlast any socket timeout
+    t.start()
+    t.join(timeout + 0.5)
+    _hub_answer = answer[0]
+    return _hub_answer
+
+
+_hub_answer: bool | None = None
 
 
 def _load_preferring_safetensors(pipeline_cls, model: str, kwargs: dict[str, Any]):

@@ -6,6 +6,9 @@ phase ("fit/embedding", "sample", ...), ``step`` counts from 1, ``info`` may hol
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -65,11 +68,40 @@ SILENT = ProgressOptions(enabled=False)
 
 def silence_library_bars() -> None:
     """Turn off the loading bars of diffusers, transformers and the hub (``--quiet``)."""
-    import os
-
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Hold back, while a model loads, the library notices that say nothing to a user of this
+    toolkit: deprecations of arguments it passes, fallbacks such as a missing torchvision, the
+    per-file loading bars. ``IMAGIC_KIT_DEBUG=1`` shows them. Warnings of this toolkit still show."""
+    if os.environ.get("IMAGIC_KIT_DEBUG"):
+        yield
+        return
+    from diffusers.utils import logging as dl
+    from transformers.utils import logging as tl
+
+    levels = dl.get_verbosity(), tl.get_verbosity()
+    bars = dl.is_progress_bar_enabled(), tl.is_progress_bar_enabled()
+    dl.set_verbosity_error()
+    tl.set_verbosity_error()
+    dl.disable_progress_bar()
+    tl.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        dl.set_verbosity(levels[0])
+        tl.set_verbosity(levels[1])
+        with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS may veto the re-enabling
+            warnings.simplefilter("ignore")
+            for lib, on in zip((dl, tl), bars, strict=True):
+                (lib.enable_progress_bar if on else lib.disable_progress_bar)()

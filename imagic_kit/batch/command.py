@@ -17,6 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", default="tiny-shapes", help="backbone for every row (default: tiny-shapes)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of rows without a seed (default 0)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config field for every row whose method has it (a row's own cell wins)",
+    )
     p.add_argument("--save-fits", action="store_true", help="also save each row's fit in OUT/fits/")
     p.add_argument("--device", help="cpu, cuda, ... (under accelerate: each process's own)")
     p.add_argument("--dtype")
@@ -41,13 +48,15 @@ def process_group() -> tuple[int, int, object | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import check_seed
+    from ..config import check_seed, parse_set_args
     from ..paths import check_writable_folder
     from ..threads import configure_threads
     from .manifest import read_manifest
 
     check_seed(args.seed, "--seed")
-    rows = read_manifest(args.manifest, args.seed)  # a malformed manifest stops here, all listed
+    rows = read_manifest(
+        args.manifest, args.seed, parse_set_args(args.set)
+    )  # a malformed manifest stops here, all listed
     from .manifest import check_outputs
 
     check_outputs(rows)  # two rows writing one file: before the model loads

@@ -87,8 +87,11 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_manifest(path: str | Path, default_seed: int = 0) -> list[Row]:
-    """The rows of a CSV or JSONL manifest (see the module docstring)."""
+def read_manifest(
+    path: str | Path, default_seed: int = 0, defaults: dict[str, str] | None = None
+) -> list[Row]:
+    """The rows of a CSV or JSONL manifest (see the module docstring). ``defaults`` (the CLI's
+    ``--set``) gives config fields to every row whose method has them; a row's own cell wins."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"manifest '{path}' does not exist; give a .csv or .jsonl file")
@@ -133,10 +136,32 @@ def read_manifest(path: str | Path, default_seed: int = 0) -> list[Row]:
         problems.append("no rows")
     if problems:
         raise ConfigError(f"manifest '{path}' cannot be run: {'; '.join(problems[:10])}")
-    return [_row(n, rec, path.parent, default_seed) for n, rec in enumerate(records, 1)]
+    rows = [
+        _row(n, rec, path.parent, default_seed, defaults or {}) for n, rec in enumerate(records, 1)
+    ]
+    _check_defaults(rows, defaults or {})
+    return rows
 
 
-def _row(number: int, rec: dict[str, Any], base: Path, default_seed: int) -> Row:
+def _check_defaults(rows: list[Row], defaults: dict[str, str]) -> None:
+    """A ``--set`` key that no row's method has is a mistake (a typo), not a no-op."""
+    known: set[str] = set()
+    for method in {r.method for r in rows}:
+        try:
+            known |= {i.name for i in field_infos(get_method(method).config_cls)}
+        except ImagicKitError:
+            continue  # that row fails on its own
+    unused = sorted(k for k in defaults if k not in known)
+    if unused:
+        raise ConfigError(
+            f"--set {', '.join(unused)}: not a field of any method in the manifest; "
+            "see `imagic-kit show-config METHOD`"
+        )
+
+
+def _row(
+    number: int, rec: dict[str, Any], base: Path, default_seed: int, defaults: dict[str, str]
+) -> Row:
     wrong = [k for k in ("image", "prompt", "method", "source_prompt", "preset", "output")
              if rec.get(k) is not None and not isinstance(rec[k], str)
              and not (k == "image" and isinstance(rec[k], list)
@@ -179,6 +204,7 @@ def _row(number: int, rec: dict[str, Any], base: Path, default_seed: int) -> Row
                 f"{', '.join(unknown)} {'is not a field' if len(unknown) == 1 else 'are not fields'} "
                 f"of {row.method!r} (see `imagic-kit show-config {row.method}`)"
             )
+        extra = {**{k: v for k, v in defaults.items() if k in infos}, **extra}
         row.overrides = extra
         row.config = make_config(row.method, None, row.preset, **extra)
         if not row.prompt.strip():

@@ -8,6 +8,7 @@ With guidance the reconstruction drifts; that drift is what PTI and null-text in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,12 @@ class DDIMConfig(RestoreConfig):
 
 def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
     z0 = backbone.encode_latents(inputs.pixels[:1])
+    if not inputs.source_prompt:
+        warnings.warn(
+            "ddim: no source prompt, so the inversion used the empty prompt; a caption of the "
+            "input (--source-prompt, or source_prompt=) inverts it more faithfully",
+            stacklevel=2,
+        )
     cond = backbone.encode_prompt(inputs.source_prompt or "")
     traj = ddim_invert(
         backbone,
