@@ -367,7 +367,7 @@ def cmd_edit(args) -> int:
         sample_s = sum(r.timings["sample_s"] for r in results)
         print(
             f"wrote {out} (grid of {len(results)}: {', '.join(labels)}) and {out.stem}-0..{len(results) - 1}.png "
-            f"(method {spec.name}, seed {results[0].seed}, fit {fit_s:.1f}s, sample {sample_s:.1f}s, {n} threads)"
+            f"(method {spec.name}, seed {results[0].seed}, fit {fit_s:.1f}s, sample {sample_s:.1f}s, {n} thread{'s' if n > 1 else ''})"
         )
     else:
         result = edit(backbone, images, args.prompt, **common, **overrides)
@@ -400,7 +400,7 @@ def cmd_edit(args) -> int:
         fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
         print(
             f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "
-            f"sample {result.timings['sample_s']:.1f}s{best}, {backbone.device}, {n} threads)"
+            f"sample {result.timings['sample_s']:.1f}s{best}, {backbone.device}, {n} thread{'s' if n > 1 else ''})"
         )
     if args.save_artifacts:
         print(f"saved the fit to {args.save_artifacts}")

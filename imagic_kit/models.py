@@ -126,8 +126,36 @@ def load_backbone(
             "saves nothing worth it; leave the dtype out (float32 is the CPU default)",
             stacklevel=2,
         )
+    hub_id = _hub_id(model)
+    if hub_id is not None:  # before the model stack loads: offline, fail in seconds
+        local_files_only = _offline(hub_id, revision, local_files_only)
     with quiet_loading():
         return place(_load(model, revision, local_files_only, dt), dev, dt)
+
+
+def _hub_id(model: Any) -> str | None:
+    """The hub id that ``model`` (a preset name or a hub id) would download, else None."""
+    if not isinstance(model, str) or Path(model).is_dir():
+        return None
+    if model in backbone_presets():
+        target = read_preset(model).get("model")
+        return target if isinstance(target, str) and not Path(target).is_dir() else None
+    return model if looks_like_hub_id(model) else None
+
+
+def _offline(model: str, revision: str | None, local_files_only: bool | None) -> bool:
+    """Whether to read ``model`` from the local cache only: when asked (``HF_HUB_OFFLINE``) or
+    when the hub cannot be reached. Offline, a model missing from the cache fails here, at once,
+    instead of after a minute of connection retries."""
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    if local_files_only or Path(model).is_dir() or hub_reachable():
+        return bool(local_files_only)
+    try:
+        _model_index(model, revision, True)
+    except ModelNotAvailableError:
+        raise _not_available(model, ConnectionError("no connection to the hub")) from None
+    return True
 
 
 def _load(
@@ -265,16 +293,7 @@ def from_components(
 def _from_pretrained(
     model: str, *, revision: str | None, local_files_only: bool | None, dtype: torch.dtype
 ) -> Backbone:
-    if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    if not local_files_only and not Path(model).is_dir() and not hub_reachable():
-        # offline: read the local cache only, and fail at once when the model is not there
-        # instead of after a minute of connection retries (before diffusers loads)
-        local_files_only = True
-        try:
-            _model_index(model, revision, local_files_only)
-        except ModelNotAvailableError:
-            raise _not_available(model, ConnectionError("no connection to the hub")) from None
+    local_files_only = _offline(model, revision, local_files_only)
     from diffusers import DiffusionPipeline
 
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": local_files_only}
