@@ -322,6 +322,7 @@ def cmd_edit(args) -> int:
             f"--artifacts '{args.artifacts}' is not a folder; pass a folder written by --save-artifacts"
         )
     n = configure_threads(args.threads, "--threads")
+    threads = f"{n} thread{'s' if n > 1 else ''}"
     if args.quiet:
         from .progress import silence_library_bars
 
@@ -333,7 +334,7 @@ def cmd_edit(args) -> int:
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
     if not args.quiet and backbone.device.type == "cpu":
         print(
-            f"{PROG}: running on the CPU with {n} thread{'s' if n > 1 else ''} (change with "
+            f"{PROG}: running on the CPU with {threads} (change with "
             "--threads N or IMAGIC_KIT_NUM_THREADS=N; on a busy machine fewer threads are faster)",
             file=sys.stderr,
         )
@@ -367,7 +368,7 @@ def cmd_edit(args) -> int:
         sample_s = sum(r.timings["sample_s"] for r in results)
         print(
             f"wrote {out} (grid of {len(results)}: {', '.join(labels)}) and {out.stem}-0..{len(results) - 1}.png "
-            f"(method {spec.name}, seed {results[0].seed}, fit {fit_s:.1f}s, sample {sample_s:.1f}s, {n} thread{'s' if n > 1 else ''})"
+            f"(method {spec.name}, seed {results[0].seed}, fit {fit_s:.1f}s, sample {sample_s:.1f}s, {threads})"
         )
     else:
         result = edit(backbone, images, args.prompt, **common, **overrides)
@@ -400,7 +401,7 @@ def cmd_edit(args) -> int:
         fit = "reused" if result.recipe["fit_reused"] else f"{result.timings['fit_s']:.1f}s"
         print(
             f"wrote {', '.join(map(str, paths))} (method {spec.name}, seed {result.seed}, fit {fit}, "
-            f"sample {result.timings['sample_s']:.1f}s{best}, {backbone.device}, {n} thread{'s' if n > 1 else ''})"
+            f"sample {result.timings['sample_s']:.1f}s{best}, {backbone.device}, {threads})"
         )
     if args.save_artifacts:
         print(f"saved the fit to {args.save_artifacts}")

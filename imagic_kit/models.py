@@ -148,7 +148,7 @@ def _offline(model: str, revision: str | None, local_files_only: bool | None) ->
     when the hub cannot be reached. Offline, a model missing from the cache fails here, at once,
     instead of after a minute of connection retries."""
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        local_files_only = _env_offline()
     if local_files_only or Path(model).is_dir() or hub_reachable():
         return bool(local_files_only)
     try:
@@ -156,6 +156,10 @@ def _offline(model: str, revision: str | None, local_files_only: bool | None) ->
     except ModelNotAvailableError:
         raise _not_available(model, ConnectionError("no connection to the hub")) from None
     return True
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
 def _load(
@@ -293,7 +297,8 @@ def from_components(
 def _from_pretrained(
     model: str, *, revision: str | None, local_files_only: bool | None, dtype: torch.dtype
 ) -> Backbone:
-    local_files_only = _offline(model, revision, local_files_only)
+    if local_files_only is None:  # a hub id was resolved by load_backbone's _offline already
+        local_files_only = _env_offline()
     from diffusers import DiffusionPipeline
 
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": local_files_only}

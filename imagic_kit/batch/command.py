@@ -54,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from .manifest import read_manifest
 
     check_seed(args.seed, "--seed")
-    rows = read_manifest(
-        args.manifest, args.seed, parse_set_args(args.set)
-    )  # a malformed manifest stops here, all listed
+    # a malformed manifest stops here, every problem listed
+    rows = read_manifest(args.manifest, args.seed, parse_set_args(args.set))
     from .manifest import check_outputs
 
     check_outputs(rows)  # two rows writing one file: before the model loads
