@@ -21,6 +21,7 @@ from .progress import SILENT, ProgressOptions
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 LOSS_WEIGHTINGS = ("eps", "v", "x0")
+TIMESTEP_SAMPLINGS = ("uniform", "importance")
 
 
 def lr_schedule(kind: str, lr: float, steps: int) -> Callable[[int], float] | None:
@@ -127,6 +128,34 @@ def timestep_weights(
     return w / eps_equiv[native or "eps"]
 
 
+def importance_timesteps(
+    backbone: Backbone,
+    n: int,
+    generator: torch.Generator,
+    low: int = 0,
+    high: int | None = None,
+    weighting: str = "eps",
+    cap: float | None = None,
+) -> torch.Tensor:
+    """``n`` timesteps in [low, high) drawn with probability proportional to their loss weight
+    (:func:`timestep_weights`), stratified: the i-th comes from the i-th of n equal shares of that
+    distribution. With the samples then counted equally, the expected loss is the weighted loss's,
+    but no sample is spent where its weight is small (importance sampling of timesteps, as in
+    Nichol & Dhariwal 2021, sec. 3.3, for the variational bound) and a batch always spans the noise
+    levels. With the model's native weighting the distribution is uniform."""
+    high = backbone.num_train_timesteps if high is None else high
+    ts = torch.arange(low, high)
+    w = timestep_weights(backbone, ts, weighting, cap)
+    w = torch.ones(len(ts)) if w is None else w.cpu().double()
+    cdf = (w.cumsum(0) / w.sum()).double()
+    u = (
+        torch.arange(n, dtype=torch.float64)
+        + torch.rand(n, generator=generator, dtype=torch.float64)
+    ) / n
+    idx = torch.searchsorted(cdf, u).clamp(max=len(ts) - 1)
+    return ts[idx].to(backbone.device)
+
+
 def denoising_loss(
     backbone: Backbone,
     latents: torch.Tensor,
@@ -137,6 +166,7 @@ def denoising_loss(
     t_high: int | None = None,
     weighting: str = "eps",
     weight_cap: float | None = None,
+    timesteps: str = "uniform",
 ) -> torch.Tensor:
     """The standard diffusion loss ||f(x_t, t, cond) - target||^2, fresh noise, t ~ U[t_low, t_high).
 
@@ -145,15 +175,28 @@ def denoising_loss(
     Gradients flow into ``cond`` and any trainable UNet parameters. ``weighting`` / ``weight_cap``
     reweigh the timesteps (:func:`timestep_weights`; the batch's weights are normalised to sum 1).
 
+    ``timesteps="importance"`` minimises the same weighted objective with less noise: each
+    timestep is drawn with probability proportional to its weight, one from each of B equal
+    shares of that distribution (stratified), and the samples count equally
+    (:func:`importance_timesteps`).
+
     Shapes: latents [B, C, h, w], cond [B|1, L, D].
     """
+    if timesteps not in TIMESTEP_SAMPLINGS:
+        raise ValueError(
+            f"timestep sampling {timesteps!r} is unknown; choose one of: "
+            f"{', '.join(TIMESTEP_SAMPLINGS)}"
+        )
     b = latents.shape[0]
-    t = backbone.sample_timesteps(b, generator, t_low, t_high)
+    if timesteps == "importance":
+        t = importance_timesteps(backbone, b, generator, t_low, t_high, weighting, weight_cap)
+    else:
+        t = backbone.sample_timesteps(b, generator, t_low, t_high)
     noise = backbone.randn(tuple(latents.shape), generator)
     x_t = backbone.add_noise(latents, noise, t)
     out = backbone.model_output(x_t, t, cond.expand(b, -1, -1) if cond.shape[0] != b else cond)
     target = backbone.training_target(latents, noise, t)
-    w = timestep_weights(backbone, t, weighting, weight_cap)
+    w = None if timesteps == "importance" else timestep_weights(backbone, t, weighting, weight_cap)
     if w is None:
         return F.mse_loss(out, target)
     per_sample = (out - target).pow(2).flatten(1).mean(1)

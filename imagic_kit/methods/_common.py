@@ -96,6 +96,18 @@ def loss_weight_cap(default: float = 20.0):
     )
 
 
+def timestep_sampling(default: str = "uniform"):
+    from ..optim import TIMESTEP_SAMPLINGS
+
+    return param(
+        default,
+        help="how the fitting loss draws its timesteps: uniform (the papers'), or importance (in "
+        "proportion to the loss weights, spread over the batch: the same objective, less noise)",
+        stage="fit",
+        choices=list(TIMESTEP_SAMPLINGS),
+    )
+
+
 def finetune_late_strength(default: float = 0.7):
     return param(
         default,

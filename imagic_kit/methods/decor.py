@@ -56,6 +56,7 @@ from ._common import (
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
+    timestep_sampling,
     train_lora,
 )
 
@@ -82,6 +83,7 @@ class DecorMethodConfig(BestOfNConfig, DecorConfig):
     )
     loss_weighting: str = loss_weighting("v")
     loss_weight_cap: float = loss_weight_cap(20.0)
+    timestep_sampling: str = timestep_sampling("uniform")
     batch_size: int = batch_size(4)
     decor_strength: float = redeclare(DecorConfig, "decor_strength", 0.5)
     guidance_scale: float = guidance_scale(5.0)
@@ -103,6 +105,7 @@ def fit(backbone, inputs, config: DecorMethodConfig, generator, progress) -> Fit
         generator,
         weighting=config.loss_weighting,
         weight_cap=config.loss_weight_cap,
+        timesteps=config.timestep_sampling,
     )
     return train_lora(backbone, Fit(), config, generator, progress, loss, stage="customise-lora")
 

@@ -65,6 +65,7 @@ from ._common import (
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
+    timestep_sampling,
     train_lora,
 )
 
@@ -150,6 +151,7 @@ class FastEditConfig(BestOfNConfig):
     finetune_schedule: str = finetune_schedule("constant")
     loss_weighting: str = loss_weighting("eps")
     loss_weight_cap: float = loss_weight_cap(20.0)
+    timestep_sampling: str = timestep_sampling("uniform")
     lora_rank: int = lora_rank(16)
     lora_alpha: float = lora_alpha(16.0)
     lora_targets: list = lora_targets(
@@ -277,6 +279,7 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
         t_high=t_high,
         weighting=config.loss_weighting,
         weight_cap=config.loss_weight_cap,
+        timesteps=config.timestep_sampling,
     )
     train_lora(backbone, fit, config, generator, progress, loss, stage="finetune-lora",
                optimizer="adamw")  # fmt: skip
