@@ -146,8 +146,8 @@ def importance_timesteps(
     high = backbone.num_train_timesteps if high is None else high
     ts = torch.arange(low, high)
     w = timestep_weights(backbone, ts, weighting, cap)
-    w = torch.ones(len(ts)) if w is None else w.cpu().double()
-    cdf = (w.cumsum(0) / w.sum()).double()
+    w = torch.ones(len(ts), dtype=torch.float64) if w is None else w.cpu().double()
+    cdf = w.cumsum(0) / w.sum()
     u = (
         torch.arange(n, dtype=torch.float64)
         + torch.rand(n, generator=generator, dtype=torch.float64)

@@ -189,8 +189,8 @@ SCENE = dict(
 
 @pytest.fixture(scope="module")
 def red_edits(shapes):
-    """One fit of blue circle -> "a red circle on a gray background" with the ``short`` preset (the
-    defaults' recipe at a third of their time, so the suite stays fast), sampled with seeds 0, 1, 2
+    """One fit of blue circle -> "a red circle on a gray background" with the ``short`` preset (a third
+    of the defaults' time, so the suite stays fast), sampled with seeds 0, 1, 2
     at eta 0 (the input) and at the default eta (fit once, sample many): per eta, what the oracle
     reads and the centre shift in px (inf when it finds no object)."""
     from imagic_kit.shapes import Scene, read, render

@@ -108,6 +108,16 @@ def timestep_sampling(default: str = "uniform"):
     )
 
 
+def loss_options(config) -> dict:
+    """The fitting loss's fields (``loss_weighting``, ``loss_weight_cap``, ``timestep_sampling``)
+    as :func:`~imagic_kit.optim.denoising_loss` keywords: declared once above, read once here."""
+    return {
+        "weighting": config.loss_weighting,
+        "weight_cap": config.loss_weight_cap,
+        "timesteps": config.timestep_sampling,
+    }
+
+
 def finetune_late_strength(default: float = 0.7):
     return param(
         default,

@@ -53,6 +53,7 @@ from ._common import (
     lora_alpha,
     lora_rank,
     lora_targets,
+    loss_options,
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
@@ -103,9 +104,7 @@ def fit(backbone, inputs, config: DecorMethodConfig, generator, progress) -> Fit
         z0[(torch.arange(b) + step * b) % n],  # the references in turn
         cond,
         generator,
-        weighting=config.loss_weighting,
-        weight_cap=config.loss_weight_cap,
-        timesteps=config.timestep_sampling,
+        **loss_options(config),
     )
     return train_lora(backbone, Fit(), config, generator, progress, loss, stage="customise-lora")
 

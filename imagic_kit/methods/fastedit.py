@@ -62,6 +62,7 @@ from ._common import (
     lora_alpha,
     lora_rank,
     lora_targets,
+    loss_options,
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
@@ -277,9 +278,7 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
         generator,
         t_low=t_low,
         t_high=t_high,
-        weighting=config.loss_weighting,
-        weight_cap=config.loss_weight_cap,
-        timesteps=config.timestep_sampling,
+        **loss_options(config),
     )
     train_lora(backbone, fit, config, generator, progress, loss, stage="finetune-lora",
                optimizer="adamw")  # fmt: skip

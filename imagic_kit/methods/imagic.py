@@ -79,6 +79,7 @@ from ._common import (
     lora_alpha,
     lora_rank,
     lora_targets,
+    loss_options,
     loss_weight_cap,
     loss_weighting,
     num_inference_steps,
@@ -150,9 +151,7 @@ def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
             batch,
             cond,
             generator,
-            weighting=config.loss_weighting,
-            weight_cap=config.loss_weight_cap,
-            timesteps=config.timestep_sampling,
+            **loss_options(config),
         )
 
     # 1. text-embedding optimisation, model frozen
