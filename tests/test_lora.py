@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from imagic_kit.lora import (
+    ADAPTER,
     CONV_TARGETS,
     DEFAULT_TARGETS,
     LoraSpec,
@@ -58,6 +59,32 @@ def test_saved_lora_reapplies_exactly(tiny, tmp_path):
     with lora_applied(tiny.unet, state2, spec2):
         torch.testing.assert_close(_out(tiny), changed)
     assert not torch.allclose(_out(tiny), changed)
+
+
+@pytest.mark.parametrize("targets", [DEFAULT_TARGETS, CONV_TARGETS], ids=["attention", "convs"])
+def test_applied_lora_is_merged_and_rescaled_like_peft(tiny, targets):
+    """lora_applied merges the adapter into the weights: the same output as peft's own adapter
+    branch at strength 1 and after a rescale, and the base weights come back bit for bit."""
+    spec = LoraSpec(rank=4, alpha=8, target_modules=list(targets))
+    state, changed = _trained_lora(tiny, spec)
+    base_weights = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
+    add_lora(tiny.unet, spec)  # peft's unmerged branch at half strength, the reference
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(tiny.unet, state, adapter_name=ADAPTER)
+    tiny.unet.set_adapters([ADAPTER], weights=[0.5])
+    with torch.no_grad():
+        half = _out(tiny)
+    remove_lora(tiny.unet)
+    assert not torch.allclose(half, changed)
+    with lora_applied(tiny.unet, state, spec) as set_strength, torch.no_grad():
+        assert not any("lora_" in n for n, p in tiny.unet.named_parameters() if p.requires_grad)
+        torch.testing.assert_close(_out(tiny), changed, atol=1e-5, rtol=1e-4)
+        set_strength(0.5)
+        torch.testing.assert_close(_out(tiny), half, atol=1e-5, rtol=1e-4)
+    after = tiny.unet.state_dict()
+    assert after.keys() == base_weights.keys()
+    assert all(torch.equal(after[k], v) for k, v in base_weights.items())
 
 
 @pytest.mark.parametrize("targets", [DEFAULT_TARGETS, CONV_TARGETS], ids=["attention", "convs"])

@@ -141,16 +141,16 @@ def finetune_late_start(default: float = 0.3):
     )
 
 
-def late_lora_hook(unet, config):
+def late_strength_hook(config, set_strength):
     """``before_step(j)`` for ``ddim_sample``: at step ``finetune_late_start`` of the schedule the
-    LoRA's scale drops to ``finetune_late_strength`` once (docs/methods/imagic.md#late-fine-tuning-strength)."""
-    from ..lora import ADAPTER
-
+    fine-tuning's strength drops to ``finetune_late_strength`` once, through ``set_strength`` (a
+    LoRA's from :func:`~imagic_kit.lora.lora_applied`, or a blend of fine-tuned UNet weights)
+    (docs/methods/imagic.md#late-fine-tuning-strength)."""
     late_from = round(config.finetune_late_start * config.num_inference_steps)
 
     def before_step(j: int) -> None:
         if j == late_from and config.finetune_late_strength != 1.0:
-            unet.set_adapters([ADAPTER], weights=[config.finetune_late_strength])
+            set_strength(config.finetune_late_strength)
 
     return before_step
 

@@ -58,7 +58,7 @@ from ._common import (
     finetune_late_strength,
     finetune_schedule,
     guidance_scale,
-    late_lora_hook,
+    late_strength_hook,
     lora_alpha,
     lora_rank,
     lora_targets,
@@ -295,7 +295,7 @@ def sample(backbone, fit: Fit, inputs, config: FastEditConfig, generator, progre
     ).view(-1, 1, 1)
     cond = etas * text + (1.0 - etas) * image
     x = backbone.randn(backbone.latent_shape(n), generator)
-    with lora_applied(backbone.unet, fit.lora, fit.lora_spec):
+    with lora_applied(backbone.unet, fit.lora, fit.lora_spec) as set_strength:
         return ddim_sample(
             backbone,
             x,
@@ -306,7 +306,7 @@ def sample(backbone, fit: Fit, inputs, config: FastEditConfig, generator, progre
             eta=config.ddim_eta,
             generator=generator,
             progress=progress,
-            before_step=late_lora_hook(backbone.unet, config),
+            before_step=late_strength_hook(config, set_strength),
         )
 
 

@@ -15,8 +15,8 @@ Notation: ``e_tgt``, ``e_opt`` and ``eta`` are the paper's e_tgt, ê_opt and η.
 Presets (``configs/methods/imagic/``): ``paper`` is the Stable Diffusion recipe reported for the
 paper (1000 embedding steps at lr 2e-3, 1500 full fine-tune steps at lr 5e-7, batch 1, one sample,
 none of the toolkit's additions), ``balanced`` the defaults, ``short`` (100 + 200 steps, best of
-12 at 35 sampling steps) about a third of their time, ``fast`` (40 + 60 steps, best of 4) about an
-eighth; both short recipes draw their timesteps by importance.
+12 at 35 sampling steps) about a third of their time, ``fast`` (40 + 60 steps, best of 4) about a
+ninth; both short recipes draw their timesteps by importance.
 
 The toolkit's choices, each measured on the shapes world (docs/methods/imagic.md, "Choices and
 evidence", which has the figures and the reports):
@@ -56,7 +56,6 @@ from ..config import param
 from ..decor import DecorConfig
 from ..errors import ArtifactMismatchError
 from ..lora import (
-    ADAPTER,
     CONV_TARGETS,
     LoraSpec,
     check_targets,
@@ -76,6 +75,7 @@ from ._common import (
     finetune_late_strength,
     finetune_schedule,
     guidance_scale,
+    late_strength_hook,
     lora_alpha,
     lora_rank,
     lora_targets,
@@ -240,21 +240,11 @@ def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress
     n = config.num_images_per_prompt
     x = backbone.randn(backbone.latent_shape(n), generator)
     with (
-        lora_applied(backbone.unet, fit.lora, fit.lora_spec),
+        lora_applied(backbone.unet, fit.lora, fit.lora_spec) as set_lora_strength,
         _weights(backbone.unet, fit.unet_state) as blend,
     ):
-        late_from = round(config.finetune_late_start * config.num_inference_steps)
-        strength = config.finetune_late_strength
-
-        def before_step(j: int) -> None:
-            # the late steps: weaken the fine-tuning once (a LoRA is rescaled, a full fine-tune blended)
-            if j != late_from or strength == 1.0:
-                return
-            if fit.lora is not None:
-                backbone.unet.set_adapters([ADAPTER], weights=[strength])
-            else:
-                blend(strength)
-
+        # the late steps weaken the fine-tuning once: a LoRA is rescaled, a full fine-tune blended
+        set_strength = set_lora_strength if fit.lora is not None else blend
         return ddim_sample(
             backbone,
             x,
@@ -264,7 +254,7 @@ def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress
             eta=config.ddim_eta,
             generator=generator,
             progress=progress,
-            before_step=before_step,
+            before_step=late_strength_hook(config, set_strength),
         )
 
 
