@@ -447,7 +447,7 @@ def _bench(out):
     env = {**os.environ, "IMAGIC_KIT_NUM_THREADS": "1"}
 
     # A child inherits ignored and blocked signals: a test run started in the background of a
-    # non-interactive shell (`cmd &`, as CI scripts do) has SIGINT ignored, and so would the
+    # non-interactive shell (`cmd &`) has SIGINT ignored, and so would the
     # benchmark it starts. Start the child the way a terminal would.
     def as_from_a_shell():
         import signal

@@ -11,6 +11,7 @@ from imagic_kit.lora import (
     DEFAULT_TARGETS,
     LoraSpec,
     add_lora,
+    load_lora,
     lora_applied,
     lora_state_dict,
     read_lora,
@@ -68,17 +69,17 @@ def test_applied_lora_is_merged_and_rescaled_like_peft(tiny, targets):
     spec = LoraSpec(rank=4, alpha=8, target_modules=list(targets))
     state, changed = _trained_lora(tiny, spec)
     base_weights = {k: v.clone() for k, v in tiny.unet.state_dict().items()}
-    add_lora(tiny.unet, spec)  # peft's unmerged branch at half strength, the reference
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(tiny.unet, state, adapter_name=ADAPTER)
+    load_lora(tiny.unet, state, spec)  # peft's unmerged branch at half strength, the reference
     tiny.unet.set_adapters([ADAPTER], weights=[0.5])
     with torch.no_grad():
         half = _out(tiny)
     remove_lora(tiny.unet)
     assert not torch.allclose(half, changed)
     with lora_applied(tiny.unet, state, spec) as set_strength, torch.no_grad():
-        assert not any("lora_" in n for n, p in tiny.unet.named_parameters() if p.requires_grad)
+        from peft.tuners.lora import LoraLayer
+
+        lora_layers = [m for m in tiny.unet.modules() if isinstance(m, LoraLayer)]
+        assert lora_layers and all(m.disable_adapters for m in lora_layers)  # branch off: merged
         torch.testing.assert_close(_out(tiny), changed, atol=1e-5, rtol=1e-4)
         set_strength(0.5)
         torch.testing.assert_close(_out(tiny), half, atol=1e-5, rtol=1e-4)
