@@ -251,3 +251,41 @@ def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, c
     assert rerank.main([str(tmp_path), "--rank-by", "clip", "--by-kind"]) == 0
     out = capsys.readouterr().out
     assert "| clip | 0/" in out and "oracle (some candidate succeeds)" in out
+
+
+def _start_after(barrier, path, fields):
+    from imagic_kit.bench.runner import _start_csv
+
+    barrier.wait()
+    _start_csv(path, fields)
+
+
+def test_shards_starting_together_write_one_header(tmp_path):
+    """``--shard I/N`` processes started at once on one --out: exactly one header row."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    fields = ["label", "edit_id", "success"]
+    for k in range(60):  # the unlocked start wrote two headers in about 1 of 8 such starts
+        path = tmp_path / f"results-{k}.csv"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_start_after, args=(barrier, path, fields)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0] * 4
+        assert path.read_text().splitlines() == [",".join(fields)], path.read_text()
+
+
+def test_a_repeated_header_row_is_not_read_as_a_result(tmp_path):
+    """A results file from shards of an earlier version that each wrote the header: the second
+    header is no row (it showed up in summaries as a method called "label")."""
+    from imagic_kit.bench.runner import FIELDS, _start_csv
+
+    path = tmp_path / "results.csv"
+    _start_csv(path, FIELDS)
+    row = dict.fromkeys(FIELDS, "x")
+    with path.open("a") as f:
+        f.write(",".join(FIELDS) + "\n" + ",".join(row[k] for k in FIELDS) + "\n")
+    assert read_results(path) == [row]

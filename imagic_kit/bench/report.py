@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import statistics
@@ -314,9 +313,9 @@ def write_report(
     summary = summarise(rows)
     text = summary_markdown(summary, title)
     if (out / "candidates.csv").is_file():
-        with (out / "candidates.csv").open(newline="") as f:
-            # a row cut short (a run stopped while writing it) is left out
-            cands = [c for c in csv.DictReader(f) if None not in c and None not in c.values()]
+        from .runner import read_results  # a row cut short, or a repeated header, is left out
+
+        cands = read_results(out / "candidates.csv")
         if cands:
             text += candidates_markdown(cands, rows)
     (out / "summary.md").write_text(text)

@@ -185,7 +185,13 @@ def read_results(path: Path) -> list[dict[str, str]]:
 
 
 def _complete(row: dict) -> bool:
-    return None not in row and all(v is not None for v in row.values())
+    """A whole row, and not a second copy of the header (which shards of earlier versions could
+    write when they started together)."""
+    return (
+        None not in row
+        and all(v is not None for v in row.values())
+        and list(row.values()) != list(row.keys())
+    )
 
 
 def _repair_tail(path: Path) -> None:
@@ -236,21 +242,25 @@ def _append_rows(f, fields: list[str], rows: list[dict[str, Any]]) -> None:
 def _start_csv(path: Path, fields: list[str]) -> None:
     """Create ``path`` with its header row, or check that an existing one has these columns.
 
-    The create is exclusive: of several shards starting together, one writes the header (the
-    others may find the file still empty, which is fine)."""
-    try:
-        with path.open("x", newline="") as f:
-            csv.DictWriter(f, fieldnames=fields).writeheader()
-    except FileExistsError:
-        _repair_tail(path)
-        with path.open(newline="") as f:
+    Shards starting together on one ``--out`` take turns under an exclusive lock: the first
+    writes the header, the others find it (unlocked, two shards could each find the file empty
+    and each write one)."""
+    with path.open("a", newline=""):  # exists from here on, possibly empty
+        pass
+    _repair_tail(path)  # a header cut short goes too, and is written again below
+    with path.open("r+", newline="") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
             header = next(csv.reader(f), None)
-        if header is None:  # empty (a crash before the header was on disk): start it again
-            with path.open("a", newline="") as f:
-                if f.tell() == 0:
-                    csv.DictWriter(f, fieldnames=fields).writeheader()
-        elif header != fields:
-            raise _other_version(path) from None
+            if header is None:  # new, or a crash before the header was on disk
+                f.seek(0)
+                csv.DictWriter(f, fieldnames=fields).writeheader()
+                f.flush()
+                os.fsync(f.fileno())
+            elif header != fields:
+                raise _other_version(path)
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _other_version(path: Path) -> ConfigError:
