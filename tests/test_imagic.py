@@ -189,16 +189,15 @@ SCENE = dict(
 
 @pytest.fixture(scope="module")
 def red_edits(shapes):
-    """One fit of blue circle -> "a red circle on a gray background" with the ``short`` preset (a third
-    of the defaults' time, so the suite stays fast), sampled with seeds 0, 1, 2
-    at eta 0 (the input) and at the default eta (fit once, sample many): per eta, what the oracle
-    reads and the centre shift in px (inf when it finds no object)."""
+    """One fit of blue circle -> "a red circle on a gray background" at the defaults, sampled with
+    seeds 0, 1, 2 at eta 0 (the input) and at the default eta (fit once, sample many): per eta,
+    what the oracle reads and the centre shift in px (inf when it finds no object)."""
     from imagic_kit.shapes import Scene, read, render
 
     scene = Scene(**SCENE)
     image = render(scene)[0]
     prompt = "a red circle on a gray background"
-    fit = edit(shapes, image, prompt, method="imagic", preset="short", seed=0, progress=False).fit
+    fit = edit(shapes, image, prompt, method="imagic", seed=0, progress=False).fit
     out = {}
     for eta in (0.0, ImagicConfig().eta):
         out[eta] = []
@@ -209,7 +208,6 @@ def red_edits(shapes):
                     image,
                     prompt,
                     method="imagic",
-                    preset="short",
                     seed=seed,
                     eta=eta,
                     # eta 0 checks the fit itself: one sample, no ranking to pick the best copy
@@ -231,7 +229,7 @@ def _red_in_place(attrs, shift):
 
 
 def test_colour_edit_changes_the_colour_and_keeps_the_position(red_edits):
-    """Behaviour on the shapes world, ``short`` recipe: at eta 0 the fit reproduces the blue circle in
+    """Behaviour on the shapes world, default recipe: at eta 0 the fit reproduces the blue circle in
     place, and at the default eta the oracle reads a red circle within 5 px of the input's centre
     (the benchmark's bar), for every seed the test samples (0-2)."""
     for attrs, shift in red_edits[0.0]:
