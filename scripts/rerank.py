@@ -46,7 +46,8 @@ def load(path: Path, first: int | None = None, by_kind: bool = False) -> dict[st
         missing = {"index", "rank", "success", "rank_clip"} - set(reader.fieldnames or [])
         if missing:
             sys.exit(f"{csv_path}: not a candidates.csv of `imagic-kit bench --judge-candidates`")
-        cands = [c for c in reader if first is None or int(c["index"]) < first]
+    # whole rows only: no row cut short, no repeated header
+    cands = [c for c in read_results(csv_path) if first is None or int(c["index"]) < first]
     results = csv_path.with_name("results.csv")
     rows = None
     if csv_path.name == "candidates.csv" and results.is_file():  # only edits counted as done

@@ -274,6 +274,9 @@ def test_shards_starting_together_write_one_header(tmp_path):
             p.start()
         for p in procs:
             p.join(30)
+            if p.is_alive():  # hung (a deadlock): fail, leaving nothing behind
+                p.kill()
+                p.join()
         assert [p.exitcode for p in procs] == [0] * 4
         assert path.read_text().splitlines() == [",".join(fields)], path.read_text()
 

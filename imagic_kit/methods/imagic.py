@@ -23,8 +23,8 @@ evidence", which has the figures and the reports):
 - LoRA rank 16 on the ResNet convolutions only, not the attention projections
   (docs/methods/imagic.md#lora-on-the-resnet-convolutions).
 - 8 noisy copies of the input a step in both stages, with 60 embedding steps at Adam 1e-2 and 140
-  LoRA steps at 4e-3 with cosine decay: a step at batch 8 costs 1.45 times one at batch 4, so the
-  same time buys 40% more samples with less noise per step
+  LoRA steps at 4e-3 with cosine decay: a step at batch 8 costs about 1.5 times one at batch 4, so
+  the same time sees about a third more samples, with less noise per step
   (docs/methods/imagic.md#batch-8-few-steps).
 - Both stages weight the loss like a v-prediction loss, capped at 20 (``paper``: the eps loss)
   (docs/methods/imagic.md#loss-weighting), and draw the timesteps in proportion to those weights

@@ -34,7 +34,7 @@ class SDEditConfig(BestOfNConfig):
     guidance_scale: float = guidance_scale(7.5)
     ddim_eta: float = ddim_eta(0.0)
     # Best of N is off (candidates 1: the baseline as published); its samples differ by the noise
-    # added to the input, so candidates=16 compares fairly with Imagic's best of 16
+    # added to the input, so candidates=16 compared it fairly with Imagic's best of 16 of the time
     # (docs/methods/sdedit.md). The ranking's fidelity term was measured for Imagic only.
     rank_by: str = default("rank_by", "clip+structure")
 
