@@ -149,12 +149,8 @@ def test_imagic_balanced_preset_is_the_default():
 def test_imagic_presets_sample_as_documented():
     """paper samples once (the paper's procedure), fast keeps the best of 4, balanced (the
     defaults) of 12, thorough (the earlier defaults, kept as the reference) of 16 at 50 steps."""
-    names = ("paper", "fast", "balanced", "thorough")
-    got = {
-        n: (
-            make_config("imagic", preset=n).candidates,
-            make_config("imagic", preset=n).num_inference_steps,
-        )
-        for n in names
+    configs = {
+        n: make_config("imagic", preset=n) for n in ("paper", "fast", "balanced", "thorough")
     }
+    got = {n: (c.candidates, c.num_inference_steps) for n, c in configs.items()}
     assert got == {"paper": (1, 50), "fast": (4, 35), "balanced": (12, 35), "thorough": (16, 50)}
