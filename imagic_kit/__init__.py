@@ -2,10 +2,13 @@
 
 Public API::
 
-    from imagic_kit import load_backbone, edit
-    bb = load_backbone("tiny-shapes")  # the embedded model
-    result = edit(bb, "photo.png", "a blue circle", method="sdedit", seed=0)
-    result.image.save("out.png")
+    from imagic_kit import ImagicPipeline  # a pipeline per method: PTIPipeline, ...
+    pipe = ImagicPipeline.from_pretrained("tiny-shapes")  # the embedded model
+    out = pipe("photo.png", "a blue circle", generator=torch.Generator().manual_seed(0))
+    out.images[0].save("out.png")
+
+    from imagic_kit import load_backbone, edit  # the same edit as a function
+    result = edit(load_backbone("tiny-shapes"), "photo.png", "a blue circle", method="imagic", seed=0)
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ except _NotInstalled:  # a source checkout on PYTHONPATH, never installed
 # The public names load on first use (PEP 562), so that ``imagic-kit --help``, ``list`` and
 # ``recipe`` start without importing torch and the model stack.
 _LAZY = {
+    "EditPipeline": "pipelines",
+    "EditPipelineOutput": "pipelines",
     "EditResult": "api",
     "edit": "api",
     "Fit": "artifacts",
@@ -35,21 +40,34 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'imagic_kit' has no attribute {name!r}")
     import importlib
 
+    if name not in _LAZY:
+        if name.endswith("Pipeline"):  # every registered method's pipeline: ImagicPipeline, ...
+            value = getattr(importlib.import_module(".pipelines", __name__), name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'imagic_kit' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(__all__))
 
 
 __all__ = [
+    "DDIMPipeline",
+    "DecorPipeline",
+    "EditPipeline",
+    "EditPipelineOutput",
     "EditResult",
+    "FastEditPipeline",
+    "ImagicPipeline",
+    "NullTextPipeline",
+    "PTIPipeline",
+    "SDEditPipeline",
     "Fit",
     "ImagicKitError",
     "MethodSpec",

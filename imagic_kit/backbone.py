@@ -43,12 +43,17 @@ class Backbone:
     model_id: str = "unknown"
     revision: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Where the modules run when they are offloaded to the CPU between uses (a pipeline's
+    #: ``enable_model_cpu_offload``); None: where the UNet's weights are.
+    execution_device: torch.device | None = None
     _uncond_cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 
     # --- constants read from configs --------------------------------------------------------------
 
     @property
     def device(self) -> torch.device:
+        if self.execution_device is not None:
+            return self.execution_device
         return next(self.unet.parameters()).device
 
     @property

@@ -252,21 +252,18 @@ def cmd_recipe(args) -> int:
 def cmd_edit(args) -> int:
     import math
 
-    from .api import check_request
-    from .artifacts import check_save_target
-    from .config import check_seed, field_infos, parse_set_args, parse_sweep, parse_value
+    from .config import field_infos, parse_set_args, parse_sweep, parse_value
     from .errors import ConfigError
-    from .imaging import load_image
+    from .lifecycle import prepare, sweep_requests
     from .paths import check_not_inputs, check_writable_file
-    from .registry import get_method, make_config
+    from .registry import get_method
     from .selection import check_rank_clip, images_per_prompt
     from .threads import configure_threads
 
-    # Validate everything that can be checked before loading a model and fitting.
+    # Everything that can be checked before a model loads, once: the lifecycle's own checks
+    # (prepare) plus what only the command line has (outputs, --sweep, the two fit folders).
     spec = get_method(args.method)
     overrides = parse_set_args(args.set)
-    cfg = make_config(args.method, None, args.preset, **overrides)
-    check_request(spec, args.image, args.prompt, args.source_prompt)
     if (
         args.artifacts
         and args.save_artifacts
@@ -279,15 +276,33 @@ def cmd_edit(args) -> int:
         raise ConfigError(
             "--save-candidates writes the candidates of one edit, not of a --sweep; drop one of them"
         )
-    for i, img in enumerate(args.image):  # missing, a folder, corrupt, too large: one line each
-        load_image(img, name=f"--image {i + 1}" if len(args.image) > 1 else "--image")
+    if args.artifacts and not Path(args.artifacts).is_dir():
+        raise ConfigError(
+            f"--artifacts '{args.artifacts}' is not a folder; pass a folder written by --save-artifacts"
+        )
+    if args.seed is not None:
+        from .config import check_seed
+
+        check_seed(args.seed, "--seed")
     out = Path(args.output) if args.output else Path(f"{Path(args.image[0]).stem}-{spec.name}.png")
     if out.suffix.lower() != ".png":
         raise ConfigError(
             f"--output '{out}' must end in .png (the recipe is stored in PNG metadata)"
         )
-    if args.seed is not None:
-        check_seed(args.seed, "--seed")
+    req = prepare(
+        args.image if len(args.image) > 1 else args.image[0],
+        args.prompt,
+        method=args.method,
+        source_prompt=args.source_prompt,
+        seed=args.seed,
+        preset=args.preset,
+        artifacts=args.artifacts,
+        save_artifacts=args.save_artifacts,
+        resize=args.resize,
+        label="--image",
+        **overrides,
+    )
+    cfg = req.config
     check_rank_clip(cfg)  # a rank_clip that cannot be a CLIP model, found before the model loads
 
     sweep = {}
@@ -304,10 +319,7 @@ def cmd_edit(args) -> int:
                     f"--sweep {key} is a fit-stage field: each value makes its own fit, and "
                     "--save-artifacts keeps one; drop --save-artifacts or sweep a sample-stage field"
                 )
-            for v in sweep[key]:
-                make_config(
-                    args.method, None, args.preset, **{**overrides, key: v}
-                )  # range check up front
+        sweep_requests(req, sweep)  # every combination's values checked against the ranges
     extra = max(math.prod(len(v) for v in sweep.values()) if sweep else 0, images_per_prompt(cfg))
     outputs = [out, *(out.with_name(f"{out.stem}-{i}.png") for i in range(extra))]
     if args.save_candidates:
@@ -315,12 +327,6 @@ def cmd_edit(args) -> int:
     for path in outputs:
         check_writable_file(path, "--output")
     check_not_inputs(outputs, args.image, "--output")
-    if args.save_artifacts:
-        check_save_target(args.save_artifacts)
-    if args.artifacts and not Path(args.artifacts).is_dir():
-        raise ConfigError(
-            f"--artifacts '{args.artifacts}' is not a folder; pass a folder written by --save-artifacts"
-        )
     n = configure_threads(args.threads, "--threads")
     threads = f"{n} thread{'s' if n > 1 else ''}"
     if args.quiet:
@@ -328,7 +334,7 @@ def cmd_edit(args) -> int:
 
         silence_library_bars()
 
-    from .api import edit
+    from .lifecycle import run, run_sweep
     from .models import load_backbone
 
     backbone = load_backbone(args.model, device=args.device, dtype=args.dtype)
@@ -338,26 +344,10 @@ def cmd_edit(args) -> int:
             "--threads N or IMAGIC_KIT_NUM_THREADS=N; on a busy machine fewer threads are faster)",
             file=sys.stderr,
         )
-    images = args.image if len(args.image) > 1 else args.image[0]
-    common = dict(
-        method=args.method,
-        source_prompt=args.source_prompt,
-        seed=args.seed,
-        preset=args.preset,
-        artifacts=args.artifacts,
-        save_artifacts=args.save_artifacts,
-        progress=not args.quiet,
-        resize=args.resize,
-    )
     if sweep:
-        from .api import edit_sweep
         from .imaging import make_grid, save_png
 
-        if args.seed is None:
-            import secrets
-
-            common["seed"] = secrets.randbelow(2**31)
-        results = edit_sweep(backbone, images, args.prompt, sweep=sweep, **common, **overrides)
+        results = run_sweep(backbone, req, sweep, progress=not args.quiet)
         labels = [" ".join(f"{k}={v}" for k, v in r.recipe["sweep"].items()) for r in results]
         grid = make_grid([r.image for r in results], labels=labels)
         recipe = {**results[0].recipe, "sweep": sweep, "grid": labels}
@@ -371,7 +361,7 @@ def cmd_edit(args) -> int:
             f"(method {spec.name}, seed {results[0].seed}, fit {fit_s:.1f}s, sample {sample_s:.1f}s, {threads})"
         )
     else:
-        result = edit(backbone, images, args.prompt, **common, **overrides)
+        result = run(backbone, req, progress=not args.quiet)
         paths = result.save(out)
         if args.save_candidates and result.candidates:
             from .imaging import make_grid, save_png

@@ -240,20 +240,33 @@ def validate(config: Any) -> None:
         check_value(info, getattr(config, info.name))
 
 
-def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "") -> Any:
-    """Return a copy of ``config`` with ``overrides`` applied; unknown keys are rejected."""
+def apply_overrides(
+    config: Any, overrides: dict[str, Any], *, where: str = "", method: str | None = None
+) -> Any:
+    """Return a copy of ``config`` with ``overrides`` applied; unknown keys are rejected, with the
+    nearest valid key suggested (``method`` names whose fields they are)."""
     infos = {i.name: i for i in field_infos(type(config))}
     changes = {}
     for key, raw in overrides.items():
         info = infos.get(key)
         if info is None:
-            raise ConfigError(
-                f"unknown config key {key!r}{where} for {type(config).__name__}; valid keys: {', '.join(infos)}"
-            )
+            raise ConfigError(unknown_key_message(key, list(infos), where, method))
         value = parse_value(info, raw, where=where)
         check_value(info, value, where=where)
         changes[key] = value
     return dataclasses.replace(config, **changes)
+
+
+def unknown_key_message(
+    key: str, valid: list[str], where: str = "", method: str | None = None
+) -> str:
+    """``unknown config key 'strenght' of 'sdedit': did you mean 'strength'? (valid keys: ...)``"""
+    import difflib
+
+    of = f" of {method!r}" if method else ""
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    hint = f": did you mean {close[0]!r}?" if close else ""
+    return f"unknown config key {key!r}{where}{of}{hint} (valid keys: {', '.join(valid)})"
 
 
 def parse_set_args(items: typing.Iterable[str]) -> dict[str, str]:
@@ -338,4 +351,4 @@ def load_preset(config: Any, method: str, name: str) -> Any:
         raise ConfigError(f"preset {path} is not valid YAML: {e}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"preset {path} must be a mapping of config keys to values")
-    return apply_overrides(config, data, where=f" (in preset {path.name})")
+    return apply_overrides(config, data, where=f" (in preset {path.name})", method=method)

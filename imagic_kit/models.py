@@ -272,17 +272,22 @@ def load_embedded(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     return bb
 
 
+def editing_scheduler(scheduler: Any):
+    """The DDIM scheduler editing runs with, made from any scheduler's config (its betas)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(scheduler.config, **EDITING_SCHEDULER)
+
+
 def from_components(
     components: dict[str, Any], model_id: str = "pipeline", revision: str | None = None
 ) -> Backbone:
     """A backbone from a diffusers pipeline's components (the scheduler becomes DDIM)."""
-    from diffusers import DDIMScheduler
-
     if components.get("unet") is None or components.get("vae") is None:
         raise ModelNotAvailableError(
             f"model {model_id!r} has no UNet or VAE; it is not a Stable-Diffusion-style pipeline"
         )
-    sched = DDIMScheduler.from_config(components["scheduler"].config, **EDITING_SCHEDULER)
+    sched = editing_scheduler(components["scheduler"])
     kw = {k: components.get(k) for k in COMPONENTS if k != "scheduler"}
     bb = Backbone(scheduler=sched, model_id=str(model_id), revision=revision, **kw)
     if bb.tokenizer is not None:
@@ -414,7 +419,7 @@ def _not_available(model: str, err: Exception) -> ModelNotAvailableError:
         )
     return ModelNotAvailableError(
         f"model {model!r} is not available offline: it is not in the local Hugging Face cache and the hub "
-        f"cannot be reached ({first}). On a machine with internet run `huggingface-cli download {model}` "
+        f"cannot be reached ({first}). On a machine with internet run `hf download {model}` "
         "(or pipe.save_pretrained(DIR)), copy the folder here and pass --model DIR"
     )
 
@@ -535,7 +540,11 @@ def to_pipeline(bb: Backbone, kind: str | None = None):
             image_encoder=bb.image_encoder, feature_extractor=bb.feature_extractor, **common
         )
     return StableDiffusionPipeline(
-        text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, feature_extractor=None, **common
+        text_encoder=bb.text_encoder,
+        tokenizer=bb.tokenizer,
+        feature_extractor=bb.feature_extractor,
+        image_encoder=bb.image_encoder,
+        **common,
     )
 
 

@@ -49,18 +49,34 @@ class Progress:
         self.close()
 
 
-class ProgressOptions:
-    """What a method receives to report progress: whether bars show and where events go."""
+#: ``step_end(step, timestep, tensors) -> tensors or None``, called by the sampler after each
+#: sampling step (the pipelines' ``callback_on_step_end``); what it returns replaces the tensors.
+StepEnd = Callable[[int, int, dict[str, Any]], dict[str, Any] | None]
 
-    def __init__(self, enabled: bool = True, callback: Callback | None = None, prefix: str = ""):
+
+class ProgressOptions:
+    """What a method receives to report progress: whether bars show and where events go, and the
+    hook the sampler calls at the end of every sampling step (``step_end``), which reaches the
+    sampling loop of every method without their code knowing it."""
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        callback: Callback | None = None,
+        prefix: str = "",
+        step_end: StepEnd | None = None,
+    ):
         self.enabled, self.callback, self.prefix = enabled, callback, prefix
+        self.step_end = step_end
 
     def __call__(self, total: int, stage: str) -> Progress:
         name = f"{self.prefix}{stage}" if self.prefix else stage
         return Progress(total, name, enabled=self.enabled, callback=self.callback)
 
     def sub(self, prefix: str) -> ProgressOptions:
-        return ProgressOptions(self.enabled, self.callback, f"{self.prefix}{prefix}/")
+        return ProgressOptions(
+            self.enabled, self.callback, f"{self.prefix}{prefix}/", self.step_end
+        )
 
 
 SILENT = ProgressOptions(enabled=False)

@@ -46,6 +46,15 @@ class MethodSpec:
     #: The sample-stage field that weighs the edit against the input (Imagic's ``eta``): what a
     #: sweep varies first and the demo shows beside the prompt.
     main_field: str | None = None
+    #: The method's name as written in prose and class names (``FastEdit``: ``FastEditPipeline``,
+    #: the demo's tab); by default the name in title case without dashes.
+    title: str = ""
+    #: A baseline (SDEdit, DDIM): listed after the editing methods.
+    baseline: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return self.title or "".join(w.capitalize() for w in self.name.replace("_", "-").split("-"))
 
     def fit_inputs(self, config: Any) -> tuple[str, ...]:
         """The inputs a fit made with ``config`` depends on (see ``fit_depends_on``)."""
@@ -91,6 +100,17 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: The toolkit's own method: the one the demo opens on and lists first.
+PRODUCT_METHOD = "imagic"
+
+
+def methods_in_order() -> list[str]:
+    """The methods as a user meets them: the toolkit's own first, then the other editing methods,
+    then the baselines (each group by name)."""
+    names = available_methods()
+    return sorted(names, key=lambda n: (n != PRODUCT_METHOD, get_method(n).baseline, n))
+
+
 def get_method(name: str) -> MethodSpec:
     _load_builtin()
     spec = _REGISTRY.get(name)
@@ -116,13 +136,13 @@ def make_config(
     if preset:
         cfg = cfgmod.load_preset(cfg, method, preset)
     if isinstance(config, dict):
-        cfg = cfgmod.apply_overrides(cfg, config)
+        cfg = cfgmod.apply_overrides(cfg, config, method=method)
     elif config is not None and not isinstance(config, spec.config_cls):
         raise ConfigError(
             f"config for method {method!r} must be a {spec.config_cls.__name__} or a dict, "
             f"got {type(config).__name__}"
         )
     if overrides:
-        cfg = cfgmod.apply_overrides(cfg, overrides)
+        cfg = cfgmod.apply_overrides(cfg, overrides, method=method)
     cfgmod.validate(cfg)
     return cfg

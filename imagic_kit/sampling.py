@@ -142,6 +142,8 @@ def ddim_sample(
         eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like); noise from ``generator``.
         before_step: called with the index of each active step (0 = the noisiest) before the
             model runs it, e.g. to change the model's weights part-way (Imagic's late strength).
+        progress: bars and events; its ``step_end(step, t, {"latents": x})`` is called after each
+            step and may return other latents, which sampling continues from.
     Returns: clean latents [B, C, h, w] (float32).
     """
     sch = schedule(backbone, num_inference_steps, strength)
@@ -167,6 +169,10 @@ def ddim_sample(
                 eta=eta,
                 noise=noise,
             )
+            if progress.step_end is not None:
+                changed = progress.step_end(i - sch.start, t, {"latents": x})
+                if changed is not None and "latents" in changed:
+                    x = changed["latents"].to(device=x.device, dtype=x.dtype)
             bar.update()
     return x
 

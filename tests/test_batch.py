@@ -126,6 +126,33 @@ def test_two_accelerate_processes_on_cpu_do_every_row_once(tmp_path):
     assert s["done"] == len(GOOD) and s["failed"] == 0
 
 
+@pytest.mark.parametrize("multi_gpu", [False, True])
+def test_accelerate_without_multi_gpu_says_it_runs_one_process(monkeypatch, capsys, multi_gpu):
+    """``accelerate launch --num_processes 2`` without ``--multi_gpu`` starts one process on a CPU;
+    the batch says so. The environment is the one accelerate's own launcher builds."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    from imagic_kit.batch.command import process_group
+
+    flags = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+             "--dynamo_backend", "no", "batch_edit.py"]  # fmt: skip
+    args, *_ = _validate_launch_command(launch_command_parser().parse_args(flags))
+    _, env = prepare_simple_launcher_cmd_env(args)
+    for k in ("WORLD_SIZE", "MASTER_PORT", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if multi_gpu:  # what the multi-process launcher gives each of its processes
+        monkeypatch.setenv("WORLD_SIZE", "1")
+    assert process_group()[:2] == (0, 1)
+    warned = "started one (without --multi_gpu" in capsys.readouterr().err
+    assert warned is not multi_gpu
+    for k in env:  # a plain run, not under accelerate: nothing to say
+        monkeypatch.delenv(k, raising=False)
+    assert process_group()[:2] == (0, 1) and not capsys.readouterr().err
+
+
 def test_a_changed_row_is_redone_and_every_image_of_a_row_is_kept(tmp_path, capsys):
     path = manifest(tmp_path / "in", GOOD[:3])
     out = tmp_path / "out"

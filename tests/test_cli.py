@@ -124,7 +124,10 @@ def one_line_error(code, err, match):
     "extra, match",
     [
         (["--method", "nope"], "unknown method 'nope'"),
-        (["--method", "sdedit", "--set", "strenght=0.5"], "unknown config key 'strenght'"),
+        (
+            ["--method", "sdedit", "--set", "strenght=0.5"],
+            "unknown config key 'strenght' of 'sdedit': did you mean 'strength'?",
+        ),
         (["--method", "sdedit", "--set", "strength=2"], "out of range"),
         (["--method", "sdedit", "--preset", "nope"], "unknown preset 'nope'"),
         (["--method", "sdedit", "--output", "x.jpg"], "must end in .png"),
@@ -386,3 +389,24 @@ def test_registered_commands_plug_in_and_bad_ones_are_left_out(monkeypatch, caps
         assert "hello world" in capsys.readouterr().out
     finally:
         cli.plugin_commands.cache_clear()
+
+
+def test_a_saved_fit_that_does_not_match_is_refused_before_the_model_loads(
+    capsys, tmp_path, scene_path, monkeypatch
+):
+    common = ["edit", "--image", str(scene_path), "--prompt", "a blue circle", "-q",
+              "--model", "tiny-random", "--seed", "0"]  # fmt: skip
+    code, _, err = run(capsys, *common, "--method", "ddim", "-o", str(tmp_path / "a.png"),
+                       "--set", "num_inference_steps=4", "--save-artifacts", str(tmp_path / "fit"))  # fmt: skip
+    assert code == 0, err
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("imagic_kit.models.load_backbone", no_model)
+    code, _, err = run(capsys, *common, "--method", "ddim", "-o", str(tmp_path / "b.png"),
+                       "--set", "num_inference_steps=5", "--artifacts", str(tmp_path / "fit"))  # fmt: skip
+    one_line_error(code, err, "fit_config differs: num_inference_steps: saved 4, now 5")
+    code, _, err = run(capsys, *common, "--method", "sdedit", "-o", str(tmp_path / "c.png"),
+                       "--artifacts", str(tmp_path / "fit"))  # fmt: skip
+    one_line_error(code, err, "method differs: saved 'ddim', now 'sdedit'")

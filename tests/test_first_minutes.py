@@ -104,8 +104,18 @@ def test_a_photo_on_the_embedded_model_warns(shapes):
     from imagic_kit import edit
 
     fast = dict(method="sdedit", seed=0, num_inference_steps=2)
-    with pytest.warns(UserWarning, match=r"does not look like the shapes world.*sd15"):
+    with pytest.warns(UserWarning, match=r"does not look like the shapes world.*sd15") as seen:
         edit(shapes, _photo_like(0), "a blue circle on a gray background", **fast)
+    assert seen[0].filename == __file__  # the warning points at the caller's line
+    from imagic_kit import SDEditPipeline
+    from imagic_kit.errors import ImagicKitError
+
+    pipe = SDEditPipeline.from_backbone(shapes)
+    with pytest.warns(UserWarning, match=r"does not look like the shapes world") as seen:
+        pipe(_photo_like(1), "a blue circle on a gray background", seed=0, num_inference_steps=2)
+    with pytest.raises(ImagicKitError, match="SDEditPipeline runs 'sdedit'; for another method"):
+        pipe("assets/example.png", "a blue circle", method="ddim")
+    assert seen[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         r = edit(shapes, "assets/example.png", "a blue circle on a gray background", **fast)

@@ -58,7 +58,7 @@ def test_missing_hub_model_offline_is_one_clear_error():
     t = time.time()
     with pytest.raises(
         ModelNotAvailableError,
-        match=r"not available offline.*huggingface-cli download nobody/no-such-model",
+        match=r"not available offline.*hf download nobody/no-such-model",
     ):
         load_backbone("nobody/no-such-model", device="cpu")
     assert time.time() - t < 30

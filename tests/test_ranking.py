@@ -207,7 +207,7 @@ def test_a_bad_ranking_clip_stops_before_the_fit(tiny, scene_path, tmp_path, mon
     spec = registry.get_method("imagic")
     patched = dataclasses.replace(spec, fit=lambda *a, **k: fitted.append(1))
     monkeypatch.setattr(registry, "get_method", lambda name: patched)
-    monkeypatch.setattr("imagic_kit.api.get_method", lambda name: patched)
+    monkeypatch.setattr("imagic_kit.lifecycle.get_method", lambda name: patched)
 
     def attempt(**ranking):
         edit(

@@ -171,8 +171,20 @@ def test_python_block_runs(repo_like, monkeypatch):
     monkeypatch.setattr(api, "edit", fast(api.edit))
     monkeypatch.setattr(api, "edit_sweep", fast(api.edit_sweep))
     monkeypatch.setattr(imagic_kit, "edit", api.edit, raising=False)
-    (python,) = blocks("python")
-    exec(compile(python, str(README), "exec"), {"__name__": "readme"})  # noqa: S102
+    from imagic_kit.pipelines import EditPipeline
+
+    call = EditPipeline.__call__
+
+    def fast_call(self, *a, **kw):  # the pipelines' calls, with the same fields added
+        return fast(lambda *a, method, **kw: call(self, *a, **kw))(*a, method=self.method, **kw)
+
+    monkeypatch.setattr(EditPipeline, "__call__", fast_call)
+    pythons = blocks("python")
+    assert len(pythons) == 2  # the pipeline, then edit()
+    namespace = {"__name__": "readme"}
+    for python in pythons:  # one after the other, as a reader would paste them
+        exec(compile(python, str(README), "exec"), namespace)  # noqa: S102
+    assert namespace["out"].fit_reused  # the second pipeline call re-sampled the first one's fit
     from imagic_kit.imaging import read_recipe
 
     assert read_recipe("out/blue.png")["method"] == "imagic"

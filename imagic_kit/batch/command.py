@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..cli import Command
 
@@ -33,12 +34,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
+def one_of_several() -> bool:
+    """Whether ``accelerate launch --num_processes N`` (N > 1) started a single process: without
+    ``--multi_gpu`` its simple launcher runs one, and says so only through the environment it sets
+    (a rendezvous address but no ``WORLD_SIZE``)."""
+    env = os.environ
+    launched = "ACCELERATE_MIXED_PRECISION" in env or "ACCELERATE_USE_CPU" in env
+    mpi = any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))  # mpirun: a world of its own
+    return launched and not mpi and "MASTER_PORT" in env and "WORLD_SIZE" not in env
+
+
 def process_group() -> tuple[int, int, object | None]:
     """(rank, world size, accelerate state) of this process. One process needs no accelerate. Under
     ``accelerate launch`` the processes form one group; on a machine without a GPU it must be
     built with ``cpu=True`` (a plain ``PartialState()`` there gives N unrelated processes of world
     size 1, and every row would run N times)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if one_of_several():
+            print(
+                "imagic-kit: warning: `accelerate launch` was asked for several processes but "
+                "started one (without --multi_gpu it runs one, on a CPU too): this batch runs in "
+                "1 process; add --multi_gpu to split it",
+                file=sys.stderr,
+            )
         return 0, 1, None
     import torch
     from accelerate import PartialState

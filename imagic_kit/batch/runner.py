@@ -6,8 +6,10 @@ the same key and redoes the others, so a run killed at any moment loses no finis
 leaves no half-written file. A row that fails (a bad value, an unreadable image, NaN, out of
 memory) is recorded with its one-line error and the batch goes on.
 
-Rows with the same image, method and seed run one after another and offer the previous fit to
-``edit()``, which reuses it when only sample-stage values differ (a sweep over eta fits once).
+Rows with the same image, method and seed run one after another, and the lifecycle's fit cache
+(``lifecycle.FitCache``, per seed) reuses a fit when only sample-stage values differ (a sweep over
+eta fits once); a fit is offered only to rows of its own seed, so a row's output does not depend on
+which row ran first.
 
 Several processes (``accelerate launch``) split the rows by those groups, so
 none is done twice or missed; each writes its part of the summary and the main process merges
@@ -23,7 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactMismatchError, ImagicKitError
+from ..errors import ImagicKitError
 from ..imaging import json_text, read_recipe, save_png, write_atomic
 from .manifest import Row, check_outputs, output_name, output_names
 
@@ -64,7 +66,7 @@ def run_batch(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run this process's share of ``rows`` into ``out``; returns its part of the summary."""
-    from ..api import edit
+    from ..lifecycle import FitCache, prepare, run
 
     out = Path(out)
     check_outputs(rows)
@@ -77,7 +79,7 @@ def run_batch(
     mine = share(rows, rank, world)
     done = skipped = 0
     failures: list[dict[str, Any]] = []
-    fits: OrderedDict[tuple, Any] = OrderedDict()
+    fits = FitCache(FIT_CACHE, per_seed=True)
     t0 = time.perf_counter()
     from ..progress import ProgressOptions
 
@@ -95,26 +97,15 @@ def run_batch(
                 skipped += 1
                 bar.update()
                 continue
-            group = _group(row)
-            cached = fits.get(group)
-            kwargs = dict(
+            req = prepare(
+                [str(p) for p in row.images],
+                row.prompt,
                 method=row.method,
                 config=row.config,
                 source_prompt=row.source_prompt,
                 seed=row.seed,
-                progress=False,
             )
-            images = [str(p) for p in row.images]
-            try:
-                r = edit(backbone, images, row.prompt, artifacts=cached, **kwargs)
-            except ArtifactMismatchError:
-                if cached is None:
-                    raise
-                r = edit(backbone, images, row.prompt, **kwargs)
-            fits[group] = r.fit
-            fits.move_to_end(group)
-            while len(fits) > FIT_CACHE:
-                fits.popitem(last=False)
+            r = run(backbone, req, fits=fits, progress=False)
             r.recipe["batch"] = {"row": row.number, "key": key}
             # whether this row found its fit made by an earlier one depends on where a run was
             # interrupted; left out, an output is the same bytes however the batch was run

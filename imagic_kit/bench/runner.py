@@ -1,8 +1,9 @@
 """Run methods (with presets and sweeps) over a suite; resumable; one CSV row per edit and setting.
 
 Rows are appended to ``results.csv`` as edits finish, so an interrupted run keeps its work and a
-rerun skips what is done. Fits are reused across sample-stage sweep values (only a change of a
-fit-stage field refits), exactly as ``edit(artifacts=...)`` does for users.
+rerun skips what is done. Every edit runs the lifecycle every front end shares
+(``lifecycle.py``): its fit is kept and reused across sample-stage sweep values (only a change of a
+fit-stage field refits), as the pipelines reuse fits for users.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..api import edit
-from ..artifacts import Fit
 from ..clip_score import load_clip
 from ..config import check_seed, field_infos, parse_value, to_dict
 from ..errors import ConfigError
 from ..imaging import fit_to_square, pil_to_tensor, save_png, tensor_to_pil
+from ..lifecycle import FitCache, prepare, run
 from ..paths import safe_name
 from ..progress import ProgressOptions
 from ..registry import get_method, make_config
@@ -407,30 +407,30 @@ def run_benchmark(
             src_path = out / "images" / "inputs" / f"{e['id']}.png"
             if not src_path.exists():
                 save_png(src, src_path, {"suite": suite.get("name"), "edit": e["id"]})
-            fits: dict[tuple[str, str], tuple[Fit, float]] = {}
+            # one edit's fits, kept per label: a preset's rows time its own fit
+            fits: dict[str, FitCache] = {}
             for method, preset, spec, cfg, sweep_label in plans:
                 label = _label(method, preset)
                 if (label, sweep_label, e["id"]) in done:  # same recipe (checked above)
                     bar.update()
                     continue
-                fit_key = (label, json.dumps(to_dict(cfg, "fit"), sort_keys=True, default=str))
-                cached = fits.get(fit_key)
+                req = prepare(
+                    src,
+                    e["prompt"],
+                    method=method,
+                    config=cfg,
+                    source_prompt=e.get("source_prompt")
+                    if spec.source_prompt != "unused"
+                    else None,
+                    seed=seed,
+                )
                 with PeakMemory(backbone.device) as mem:
-                    r = edit(
+                    r = run(
                         backbone,
-                        src,
-                        e["prompt"],
-                        method=method,
-                        config=cfg,
-                        source_prompt=e.get("source_prompt")
-                        if spec.source_prompt != "unused"
-                        else None,
-                        seed=seed,
-                        artifacts=cached[0] if cached else None,
+                        req,
+                        fits=fits.setdefault(label, FitCache(len(plans))),
                         progress=False,
                     )
-                if cached is None:
-                    fits[fit_key] = (r.fit, r.timings["fit_s"])
                 img_path = out / "images" / _safe(label) / _safe(sweep_label) / f"{e['id']}.png"
                 r.save(img_path)
                 m = evaluate_edit(src, r.image, e["target"], e["changes"])
@@ -447,9 +447,9 @@ def run_benchmark(
                     **m,
                     "vae_psnr": vae_psnr,
                     "clip_score": round(clip(r.image, e["prompt"]), 4) if clip else "",
-                    "fit_s": round(cached[1] if cached else r.timings["fit_s"], 3),
+                    "fit_s": round(r.fit.meta.get("fit_s", r.timings["fit_s"]), 3),
                     "sample_s": round(r.timings["sample_s"], 3),
-                    "fit_reused": cached is not None,
+                    "fit_reused": r.fit_reused,
                     "peak_mem_mb": round(mem.peak, 1),
                     "device": str(backbone.device),
                     "image": str(img_path.relative_to(out)),

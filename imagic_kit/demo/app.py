@@ -2,13 +2,14 @@
 
 Nothing here knows a method: a tab's widgets come from its config fields (a range gives a slider,
 ``choices`` a dropdown, the help a tooltip), fit-stage fields first, the method's ``main_field``
-beside the prompt and the other sample-stage fields under "Advanced". Every edit goes through
-:func:`imagic_kit.edit` / :func:`imagic_kit.api.edit_sweep`.
+beside the prompt and the other sample-stage fields under "Advanced". The tabs start at the
+toolkit's own method and the command line's defaults. Every edit goes through the lifecycle every
+front end shares (``imagic_kit/lifecycle.py``: check, fit or reuse, draw, select, recipe).
 
-Fit once, slide many: each open page keeps its last fit per method in a bounded,
-least-recently-used cache on the server. An edit first offers the cached fit to ``edit()``; when
-``edit()`` accepts it (only sample-stage values or the seed changed) the image is re-sampled
-without refitting, otherwise it refits, and the page says which happened and how long it took.
+Fit once, slide many: the server keeps the last fits of all pages in one bounded
+:class:`~imagic_kit.lifecycle.FitCache`, under the key of what a fit depends on. An edit that
+changes only sample-stage values or the seed re-samples from a kept fit without refitting;
+otherwise it fits, and the page says which happened and how long it took.
 
 One edit runs at a time on the device (all events share one concurrency slot); the queue is
 bounded. Errors are shown in the page as their one-line message.
@@ -33,8 +34,9 @@ from typing import Any
 import gradio as gr
 
 from ..config import FieldInfo, _base_type, field_infos, load_preset, preset_names, to_dict
-from ..errors import ArtifactMismatchError, ConfigError, ImagicKitError
-from ..registry import MethodSpec, available_methods, get_method
+from ..errors import ConfigError, ImagicKitError
+from ..lifecycle import FitCache
+from ..registry import MethodSpec, get_method, methods_in_order
 
 #: The inputs of an edit before the config fields (their names in the API).
 FRONT = (
@@ -64,41 +66,12 @@ class DemoOptions:
 
     queue_size: int = 16  # edits waiting beyond the one running; more are refused
     cache_size: int = 8  # fits kept for all open pages together (least recently used first)
+    #: and the download folders of as many (page, method) pairs
     max_upload_mb: float = 20.0
     max_megapixels: float = 16.0
     work_dir: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix="imagic-kit-demo-"))
     )
-
-
-class FitCache:
-    """The fits of the open pages, bounded; the least recently used goes first, and
-    ``on_evict(key)`` is told (the demo deletes that page's files)."""
-
-    def __init__(self, size: int, on_evict=None):
-        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
-        self.on_evict = on_evict
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            return None
-
-    def put(self, key: tuple, fit: Any) -> None:
-        evicted = []
-        with self._lock:
-            self._items[key] = fit
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                evicted.append(self._items.popitem(last=False)[0])
-        for k in evicted:
-            if self.on_evict is not None:
-                self.on_evict(k)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def widget_for(info: FieldInfo, value: Any = None, prefix: str = ""):
@@ -153,7 +126,10 @@ class Demo:
     def __init__(self, backbone, options: DemoOptions | None = None):
         self.backbone = backbone
         self.options = options or DemoOptions()
-        self.cache = FitCache(self.options.cache_size, on_evict=self._forget)
+        self.fits = FitCache(self.options.cache_size)
+        #: (page, method) pairs with a download folder, and which fit their zip holds
+        self._pages: OrderedDict[tuple, str | None] = OrderedDict()
+        self._pages_lock = threading.Lock()
         self.options.work_dir.mkdir(parents=True, exist_ok=True)
 
     def _folder(self, key: tuple) -> Path:
@@ -161,8 +137,20 @@ class Demo:
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         return self.options.work_dir / f"{key[1]}-{digest}"
 
-    def _forget(self, key: tuple) -> None:
-        shutil.rmtree(self._folder(key), ignore_errors=True)
+    def _use_folder(self, key: tuple) -> Path:
+        """The folder of ``key``, made; the least recently used pages' folders beyond
+        ``cache_size`` are deleted."""
+        with self._pages_lock:
+            self._pages.setdefault(key, None)
+            self._pages.move_to_end(key)
+            dropped = []
+            while len(self._pages) > self.options.cache_size:
+                dropped.append(self._pages.popitem(last=False)[0])
+        for old in dropped:
+            shutil.rmtree(self._folder(old), ignore_errors=True)
+        folder = self._folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     # --- one edit ---------------------------------------------------------------------------------
 
@@ -202,31 +190,22 @@ class Demo:
         only_if_cached: bool = False,
         more_images: list[str] | None = None,
     ) -> dict[str, Any] | None:
-        """Edit (or sweep) with ``method``, reusing this page's fit when ``edit()`` accepts it.
-        ``more_images``: further reference images, for methods that take several (DECOR).
-        Returns the images, the recipe, the status line and the files to download."""
-        from ..api import edit, edit_sweep
+        """Edit (or sweep) with ``method``, re-sampling from a kept fit when only sample-stage
+        values or the seed changed. ``only_if_cached``: None instead of fitting (a slider never
+        starts a fit). ``more_images``: further reference images, for methods that take several
+        (DECOR). Returns the images, the recipe, the status line and the files to download."""
         from ..config import parse_sweep, parse_value
+        from ..lifecycle import cached_fit, prepare, run, run_sweep
 
         spec = get_method(method)
         key = (page, method)
-        if only_if_cached and self.cache.get(key) is None:
-            return None
+        if only_if_cached and not image:
+            return None  # a slider moved before there is anything to re-sample
         image = self.check_image(image)
         if more_images:
             image = [image, *(self.check_image(p) for p in more_images)]
         overrides = self.overrides(spec, values)
         seed_value = secrets.randbelow(2**31) if random_seed or seed is None else int(seed)
-        kwargs = dict(
-            method=method,
-            source_prompt=source_prompt if spec.source_prompt != "unused" else None,
-            seed=seed_value,
-            progress=False,
-            callback=progress_cb,
-            **overrides,
-        )
-        cached = self.cache.get(key)
-        t0 = time.perf_counter()
         sweep_values = None
         if sweep is not None:
             name, text = sweep
@@ -235,33 +214,35 @@ class Demo:
                 raise ConfigError(f"sweep over {name!r}: pick a sample-stage field of {method}")
             raw = parse_sweep([f"{name}={text}"])[name]
             sweep_values = {name: [parse_value(infos[name], v) for v in raw]}
-            kwargs.pop(name, None)
-
-        def go(artifacts):
-            if sweep_values is not None:
-                return edit_sweep(
-                    self.backbone, image, prompt, sweep=sweep_values, artifacts=artifacts, **kwargs
-                )
-            return [edit(self.backbone, image, prompt, artifacts=artifacts, **kwargs)]
-
-        reused = False
-        if cached is not None:
-            try:
-                results = go(cached)
-                reused = True
-            except ArtifactMismatchError:  # a fit-stage value, the image or the prompt changed
-                if only_if_cached:  # a slider never starts a fit on its own
-                    return None
-                results = go(None)
+            overrides.pop(name, None)
+        try:
+            req = prepare(
+                image,
+                prompt,
+                method=method,
+                source_prompt=source_prompt if spec.source_prompt != "unused" else None,
+                seed=seed_value,
+                **overrides,
+            )
+        except ImagicKitError:
+            if only_if_cached:  # a slider says nothing about a prompt not typed yet
+                return None
+            raise
+        if only_if_cached and cached_fit(self.backbone, req, self.fits) is None:
+            return None  # a slider never starts a fit
+        t0 = time.perf_counter()
+        opts = dict(fits=self.fits, progress=False, callback=progress_cb)
+        if sweep_values is not None:
+            results = run_sweep(self.backbone, req, sweep_values, **opts)
         else:
-            results = go(None)
+            results = [run(self.backbone, req, **opts)]
         took = time.perf_counter() - t0
         first = results[0]
-        self.cache.put(key, first.fit)
+        reused = first.fit_reused
         sample_s = sum(r.timings["sample_s"] for r in results)
         if reused:
             status = (
-                f"Re-sampled from this page's fit, no refit: {took:.1f} s "
+                f"Re-sampled from a kept fit, no refit: {took:.1f} s "
                 f"(sampling {sample_s:.1f} s), seed {first.seed}."
             )
         else:
@@ -269,16 +250,19 @@ class Demo:
                 f"Fitted and sampled: {took:.1f} s (fit {first.timings['fit_s']:.1f} s, "
                 f"sampling {sample_s:.1f} s), seed {first.seed}."
             )
-        folder = self._folder(key)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._use_folder(key)
         for old in folder.glob("*.png"):
             old.unlink()
         png = first.save(folder / f"{method}-{first.seed}.png")[0]
         fit_zip = folder / f"{method}-fit.zip"
-        if not (reused and fit_zip.is_file()):  # a re-sample keeps the fit, and its zip
-            fit_dir = first.fit.save(folder / "fit")
+        made = hashlib.sha256(json.dumps(first.fit.meta, sort_keys=True, default=str).encode())
+        if self._pages.get(key) != made.hexdigest() or not fit_zip.is_file():
+            fit_dir = first.fit.save(folder / "fit")  # a re-sample keeps the fit, and its zip
             shutil.make_archive(str(fit_zip.with_suffix("")), "zip", fit_dir)
             shutil.rmtree(fit_dir, ignore_errors=True)
+            with self._pages_lock:
+                if key in self._pages:
+                    self._pages[key] = made.hexdigest()
         gallery = []
         if sweep_values is not None:
             for r in results:
@@ -341,7 +325,7 @@ def build(demo: Demo):
                 else ""
             )
         )
-        for method in available_methods():
+        for method in methods_in_order():  # the toolkit's own method first: the page opens on it
             _method_tab(demo, get_method(method), examples)
     blocks.queue(default_concurrency_limit=1, max_size=demo.options.queue_size)
     return blocks
@@ -375,7 +359,7 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                     visible=spec.source_prompt != "unused",
                     elem_id=f"{name}-source",
                 )
-                first = "fast" if "fast" in presets else presets[0]
+                first = presets[0]  # the defaults, as on the command line
                 start = dict(zip([i.name for i in infos_in_page_order(spec)],
                                  preset_values(spec, first)))  # fmt: skip
                 with gr.Row():

@@ -88,5 +88,7 @@ register_method(
         fit_depends_on=("source_prompt",),
         paper="Song et al., arXiv 2010.02502",
         main_field="guidance_scale",
+        title="DDIM",
+        baseline=True,
     )
 )

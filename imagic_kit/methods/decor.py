@@ -142,5 +142,6 @@ register_method(
         max_images=16,
         paper="Jang et al., arXiv 2412.09169",
         main_field="decor_strength",
+        title="Decor",
     )
 )

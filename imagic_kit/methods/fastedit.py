@@ -331,5 +331,6 @@ register_method(
         paper="Chen et al., arXiv 2408.03355",
         main_field="eta",
         models=("tiny-shapes", "sd-image-variations"),
+        title="FastEdit",
     )
 )

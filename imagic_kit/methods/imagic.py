@@ -271,5 +271,6 @@ register_method(
         edit_facts=decor.facts,
         paper="Kawar et al., arXiv 2210.09276",
         main_field="eta",
+        title="Imagic",
     )
 )

@@ -85,5 +85,6 @@ register_method(
         fit_depends_on=("source_prompt",),
         paper="Mokady et al., arXiv 2211.09794",
         main_field="eta",
+        title="NullText",
     )
 )

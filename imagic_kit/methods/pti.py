@@ -160,5 +160,6 @@ register_method(
         edit_facts=decor.facts,
         paper="Dong et al., arXiv 2305.04441",
         main_field="eta",
+        title="PTI",
     )
 )

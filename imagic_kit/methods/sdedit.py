@@ -72,5 +72,7 @@ register_method(
         sample=sample,
         paper="Meng et al., arXiv 2108.01073",
         main_field="strength",
+        title="SDEdit",
+        baseline=True,
     )
 )
