@@ -16,7 +16,10 @@ from PIL import Image
 from .artifacts import Fit
 from .backbone import Backbone
 from .errors import ConfigError
-from .lifecycle import (  # noqa: F401 - the public names of this module since its first release
+from .lifecycle import run, run_sweep
+from .progress import Callback
+from .registry import get_method
+from .request import (  # noqa: F401 - the public names of this module since its first release
     EditInputs,
     EditResult,
     check_components,
@@ -25,11 +28,7 @@ from .lifecycle import (  # noqa: F401 - the public names of this module since i
     check_sweep_keys,
     library_versions,
     prepare,
-    run,
-    run_sweep,
 )
-from .progress import Callback
-from .registry import get_method
 
 
 def _check_backbone(backbone: Any, method: str) -> None:

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import ArtifactMismatchError, ConfigError
-from .imaging import _default_mode, json_text
+from .imaging import default_file_mode, json_text
 from .lora import LoraSpec, read_lora, save_lora
 from .paths import check_writable_folder
 
@@ -83,7 +83,7 @@ class Fit:
             meta = {"format_version": FORMAT_VERSION, **self.meta, "files": files}
             (tmp / "run.json").write_text(json_text(meta))
             for p in tmp.iterdir():
-                os.chmod(p, _default_mode())
+                os.chmod(p, default_file_mode())
             os.chmod(tmp, 0o777 & ~_umask())
             _replace_folder(tmp, folder)
         except BaseException:

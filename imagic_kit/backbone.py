@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +43,36 @@ class Backbone:
     #: Where it came from (alias, folder or hub id) and revision: recorded in every recipe.
     model_id: str = "unknown"
     revision: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: The model's own CLIP (folder or hub id) that best-of-N ranking and FastEdit's text feature
+    #: read; None when it has none.
+    clip_path: str | None = None
+    #: ``check_input(images) -> message or None``: what a model that knows only some images says
+    #: about an input outside them (a warning, not an error).
+    check_input: Callable[[list[Any]], str | None] | None = None
+    #: ``unknown_words(prompt) -> words``: the words of a prompt outside a small closed vocabulary.
+    unknown_words: Callable[[str], list[str]] | None = None
+    #: Examples a front end may offer, as (image, prompt) pairs the model edits well.
+    examples: list[tuple[Any, str]] = field(default_factory=list)
+    #: One sentence on what the model knows, for front ends ("" for a general model).
+    note: str = ""
+    #: Random weights of a real architecture: for timing, its outputs mean nothing.
+    timing_only: bool = False
+    #: Objects whose lifetime is the backbone's (a temporary folder holding its CLIP).
+    resources: list[Any] = field(default_factory=list, repr=False)
     #: Where the modules run when they are offloaded to the CPU between uses (a pipeline's
     #: ``enable_model_cpu_offload``); None: where the UNet's weights are.
     execution_device: torch.device | None = None
     _uncond_cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def inherit(self, other: Backbone) -> Backbone:
+        """Take ``other``'s facts about the model (revision, CLIP, checks, examples, note), for a
+        backbone made from its modules."""
+        self.revision = other.revision
+        for name in ("clip_path", "check_input", "unknown_words", "examples", "note"):
+            setattr(self, name, getattr(other, name))
+        self.timing_only = other.timing_only
+        self.resources = list(other.resources)
+        return self
 
     # --- constants read from configs --------------------------------------------------------------
 
@@ -116,6 +142,11 @@ class Backbone:
         self._uncond_cache.clear()
         return self
 
+    def forget_cached(self) -> None:
+        """Drop what was computed for the modules as they were (the empty prompt's embedding):
+        after they move to another device or dtype."""
+        self._uncond_cache.clear()
+
     def freeze(self) -> Backbone:
         for m in self.modules().values():
             m.requires_grad_(False)
@@ -141,10 +172,9 @@ class Backbone:
                         "so it was truncated",
                         stacklevel=4,
                     )
-            unknown = self.extras.get("unknown_words")
-            if callable(unknown):
+            if self.unknown_words is not None:
                 for p in prompts:
-                    if words := unknown(p):
+                    if words := self.unknown_words(p):
                         warnings.warn(
                             f"prompt {p!r}: words outside this model's vocabulary: {', '.join(words)}",
                             stacklevel=4,

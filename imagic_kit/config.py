@@ -121,12 +121,12 @@ def field_infos(config_cls: type) -> list[FieldInfo]:
     return out
 
 
-def _base_type(tp: Any) -> Any:
+def base_type(tp: Any) -> Any:
     """The scalar type of a hint: ``float | None`` -> float, ``list[str]`` -> list."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0]) if len(args) == 1 else str
+        return base_type(args[0]) if len(args) == 1 else str
     if origin is not None:
         return origin
     return tp
@@ -138,7 +138,7 @@ def _allows_none(tp: Any) -> bool:
 
 def parse_value(info: FieldInfo, raw: Any, *, where: str = "") -> Any:
     """Convert ``raw`` (a string from the CLI, or a YAML value) to the field's type."""
-    tp = _base_type(info.type)
+    tp = base_type(info.type)
     label = f"{info.name}={raw!r}{where}"
     if isinstance(raw, str) and raw.strip().lower() in ("none", "null") and _allows_none(info.type):
         return None
@@ -207,7 +207,7 @@ def check_value(info: FieldInfo, value: Any, *, where: str = "") -> None:
         raise ConfigError(
             f"{info.name}={value!r}{where}: must be a finite number (not nan or inf); fix the value"
         )
-    tp = _base_type(info.type)
+    tp = base_type(info.type)
     if tp is list:
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise ConfigError(

@@ -234,7 +234,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, _default_mode())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -242,7 +242,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def _default_mode() -> int:
+def default_file_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give (mkstemp makes files private)."""
     umask = os.umask(0)
     os.umask(umask)

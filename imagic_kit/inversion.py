@@ -34,11 +34,10 @@ from .errors import ArtifactMismatchError
 from .optim import optimize
 from .progress import SILENT, ProgressOptions
 from .sampling import Schedule, ddim_invert, ddim_step, schedule
-from .selection import RestoreConfig
 
 
 @dataclass
-class TunedInversionConfig(RestoreConfig):
+class TunedInversionConfig:
     """Fields shared by the methods that tune an embedding per DDIM step; each method redeclares
     the defaults it measured (the field's help, range and stage stay these)."""
 

@@ -127,7 +127,7 @@ def ranking_clip(backbone: Any, config: Any) -> str | None:
     if candidates_per_image(config) <= 1 or "clip" not in rank_terms(config.rank_by):
         return None
     check_rank_clip(config)
-    path = config.rank_clip or backbone.extras.get("clip_path")
+    path = config.rank_clip or backbone.clip_path
     if not path:
         if config.rank_by == "clip":
             raise ConfigError(

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imagic_kit.bench.report import judged_edits  # noqa: E402
-from imagic_kit.bench.runner import read_results  # noqa: E402
+from imagic_kit.bench.store import read_results  # noqa: E402
 from imagic_kit.ranking import rank_terms, score_candidates, without_clip  # noqa: E402
 
 Edits = dict[str, list[dict[str, str]]]

@@ -254,7 +254,7 @@ def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, c
 
 
 def _start_after(barrier, path, fields):
-    from imagic_kit.bench.runner import _start_csv
+    from imagic_kit.bench.store import start_csv as _start_csv
 
     barrier.wait()
     _start_csv(path, fields)
@@ -284,7 +284,8 @@ def test_shards_starting_together_write_one_header(tmp_path):
 def test_a_repeated_header_row_is_not_read_as_a_result(tmp_path):
     """A results file from shards of an earlier version that each wrote the header: the second
     header is no row (it showed up in summaries as a method called "label")."""
-    from imagic_kit.bench.runner import FIELDS, _start_csv
+    from imagic_kit.bench.store import FIELDS
+    from imagic_kit.bench.store import start_csv as _start_csv
 
     path = tmp_path / "results.csv"
     _start_csv(path, FIELDS)

@@ -100,7 +100,7 @@ def test_the_page_opens_on_imagic_with_the_command_lines_defaults(tmp_path):
 
 
 class _NoModel:
-    model_id = "none"
+    model_id, note, examples = "none", "", []
 
 
 def test_images_over_the_demo_limits_are_refused(shapes, tmp_path):

@@ -113,7 +113,7 @@ def test_a_built_variations_model_carries_its_own_clip(tmp_path):
     from imagic_kit.clip_score import clip_features, load_clip
 
     bb = load_backbone("tiny-random-variations", device="cpu")
-    clip = load_clip(bb.extras["clip_path"])
+    clip = load_clip(bb.clip_path)
     pix = bb.feature_extractor(images=[IMAGE], return_tensors="pt").pixel_values
     with torch.no_grad():
         own = bb.image_encoder(pixel_values=pix).image_embeds

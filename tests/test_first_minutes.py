@@ -55,8 +55,9 @@ def test_unreachable_hub_fails_at_once_with_the_copy_instructions(monkeypatch, t
     import huggingface_hub.constants as hc
 
     from imagic_kit import models
+    from imagic_kit.models import hub
 
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
@@ -65,17 +66,17 @@ def test_unreachable_hub_fails_at_once_with_the_copy_instructions(monkeypatch, t
 
 
 def test_hub_probe_answers_false_for_a_closed_endpoint(monkeypatch):
-    from imagic_kit import models
+    from imagic_kit.models import hub
 
-    for v in models._HUB_PROXY_VARS:
+    for v in hub._HUB_PROXY_VARS:
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
-    monkeypatch.setattr(models, "_hub_answer", None)
-    assert models.hub_reachable(timeout=1.0) is False
-    monkeypatch.setattr(models, "_hub_answer", None)
+    monkeypatch.setattr(hub, "_hub_answer", None)
+    assert hub.hub_reachable(timeout=1.0) is False
+    monkeypatch.setattr(hub, "_hub_answer", None)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert models.hub_reachable() is True  # behind a proxy the hub is not probed
-    monkeypatch.setattr(models, "_hub_answer", None)
+    assert hub.hub_reachable() is True  # behind a proxy the hub is not probed
+    monkeypatch.setattr(hub, "_hub_answer", None)
 
 
 def _photo_like(seed: int) -> Image.Image:

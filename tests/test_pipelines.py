@@ -15,7 +15,7 @@ import imagic_kit
 from imagic_kit import EditPipeline, edit
 from imagic_kit.cli import main
 from imagic_kit.errors import ArtifactMismatchError, ConfigError
-from imagic_kit.lifecycle import FitCache, fit_key
+from imagic_kit.fit_cache import FitCache, fit_key
 from imagic_kit.pipelines import EditPipelineOutput, pipeline_class
 from imagic_kit.registry import _REGISTRY, available_methods, get_method
 

@@ -61,10 +61,10 @@ def test_clip_and_structure_pick_the_edit_in_place(shapes):
     cands = [ref, scene(colour="red", x0=30, y0=4), good, scene(colour="red", shape="square")]
     args = (cands, pixels(*cands), pixels(ref), "a red circle on a gray background")
     for rank_by in ("clip+structure+fidelity", "clip+structure"):
-        r = rank_candidates(*args, clip_path=shapes.extras["clip_path"], rank_by=rank_by)
+        r = rank_candidates(*args, clip_path=shapes.clip_path, rank_by=rank_by)
         assert r.order[0] == 2, r.to_dict()
         assert sorted(r.order) == [0, 1, 2, 3] and len(r.scores) == 4 and r.rank_by == rank_by
-    only_clip = rank_candidates(*args, clip_path=shapes.extras["clip_path"], rank_by="clip")
+    only_clip = rank_candidates(*args, clip_path=shapes.clip_path, rank_by="clip")
     # CLIP alone reads what is drawn, not where: both red circles lead, the input comes last
     assert set(only_clip.order[:2]) == {1, 2} and only_clip.order[-1] == 0, only_clip.to_dict()
 
@@ -108,7 +108,7 @@ def test_no_clip_is_loaded_when_the_ranking_does_not_use_it(tmp_path):
     from imagic_kit.selection import ranking_clip
 
     class NoClip:
-        extras: dict = {}
+        clip_path = None
 
     bad = str(tmp_path / "no-clip-here")
     cfg = make_config(
@@ -207,7 +207,7 @@ def test_a_bad_ranking_clip_stops_before_the_fit(tiny, scene_path, tmp_path, mon
     spec = registry.get_method("imagic")
     patched = dataclasses.replace(spec, fit=lambda *a, **k: fitted.append(1))
     monkeypatch.setattr(registry, "get_method", lambda name: patched)
-    monkeypatch.setattr("imagic_kit.lifecycle.get_method", lambda name: patched)
+    monkeypatch.setattr("imagic_kit.request.get_method", lambda name: patched)
 
     def attempt(**ranking):
         edit(

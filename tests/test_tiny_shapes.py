@@ -63,7 +63,7 @@ def test_backbone_has_both_conditioners(shapes):
         and shapes.text_encoder is not None
         and shapes.image_encoder is not None
     )
-    assert shapes.model_id == "tiny-shapes" and shapes.extras["clip_path"]
+    assert shapes.model_id == "tiny-shapes" and shapes.clip_path
     with pytest.warns(UserWarning, match="zebra"):
         shapes.encode_prompt("a zebra")
 

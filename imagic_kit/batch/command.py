@@ -9,29 +9,22 @@ import os
 import sys
 
 from ..cli import Command
+from ..cli.options import add_model_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="a .csv or .jsonl file: image, prompt, method, ... per row")
     p.add_argument("--out", required=True, help="output folder (one PNG per row, summary.json)")
-    p.add_argument(
-        "--model", default="tiny-shapes", help="backbone for every row (default: tiny-shapes)"
-    )
     p.add_argument("--seed", type=int, default=0, help="seed of rows without a seed (default 0)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config field for every row whose method has it (a row's own cell wins)",
-    )
     p.add_argument("--save-fits", action="store_true", help="also save each row's fit in OUT/fits/")
-    p.add_argument("--device", help="cpu, cuda, ... (under accelerate: each process's own)")
-    p.add_argument("--dtype")
-    p.add_argument(
-        "--threads", type=int, help="CPU threads per process (default: cores / processes)"
+    add_model_options(
+        p,
+        model="backbone for every row",
+        settings="a config field for every row whose method has it (a row's own cell wins)",
+        device="cpu, cuda, ... (under accelerate: each process's own)",
+        threads="CPU threads per process (default: cores / processes)",
+        quiet="no progress bar",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def one_of_several() -> bool:

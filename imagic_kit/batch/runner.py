@@ -66,7 +66,9 @@ def run_batch(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run this process's share of ``rows`` into ``out``; returns its part of the summary."""
-    from ..lifecycle import FitCache, prepare, run
+    from ..fit_cache import FitCache
+    from ..lifecycle import run
+    from ..request import prepare
 
     out = Path(out)
     check_outputs(rows)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..cli import Command
+from ..cli.options import add_model_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--suite-seed", type=int, default=0, help="seed that generates quick/full suites"
     )
     p.add_argument("--methods", default="sdedit,ddim", help="comma list of METHOD or METHOD@PRESET")
-    p.add_argument("--model", default="tiny-shapes", help="backbone (default: tiny-shapes)")
     p.add_argument(
         "--out", required=True, help="output folder (results.csv, summary.md, plots, index.html)"
     )
@@ -34,13 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=V1,V2",
         help="sweep a config field (repeatable)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field for every method that has it",
     )
     p.add_argument("--limit", type=int, help="only the first N edits")
     p.add_argument(
@@ -55,10 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "report adds how often some candidate succeeds) and keep every candidate's image "
         "(images/<method>/<setting>/candidates/<edit>.png, side by side in drawing order)",
     )
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--quiet", "-q", action="store_true")
+    add_model_options(p, settings="override a field for every method that has it")
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -113,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         judge_candidates=args.judge_candidates,
     )
     title = f"{suite.get('name', args.suite)} suite on {backbone.model_id} ({backbone.device})"
-    if backbone.extras.get("timing_only"):
+    if backbone.timing_only:
         title += " - timing only: random weights, the quality columns are meaningless"
     paths = write_report(rows, suite, args.out, title)
     print(Path(paths["summary"]).read_text().split("\n\nSuccess by")[0])

@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .store import read_results
 from .suites import KINDS
 
 
@@ -313,9 +314,7 @@ def write_report(
     summary = summarise(rows)
     text = summary_markdown(summary, title)
     if (out / "candidates.csv").is_file():
-        from .runner import read_results  # a row cut short, or a repeated header, is left out
-
-        cands = read_results(out / "candidates.csv")
+        cands = read_results(out / "candidates.csv")  # cut rows and repeated headers left out
         if cands:
             text += candidates_markdown(cands, rows)
     (out / "summary.md").write_text(text)

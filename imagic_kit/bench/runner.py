@@ -9,16 +9,9 @@ fit-stage field refits), as the pipelines reuse fits for users.
 from __future__ import annotations
 
 import contextlib
-import csv
-import fcntl
 import hashlib
-import io
 import itertools
 import json
-import os
-import resource
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,79 +22,26 @@ from PIL import Image
 from ..clip_score import load_clip
 from ..config import check_seed, field_infos, parse_value, to_dict
 from ..errors import ConfigError
+from ..fit_cache import FitCache
 from ..imaging import fit_to_square, pil_to_tensor, save_png, tensor_to_pil
-from ..lifecycle import FitCache, prepare, run
+from ..lifecycle import run
 from ..paths import safe_name
 from ..progress import ProgressOptions
 from ..registry import get_method, make_config
+from ..request import prepare
+from .memory import PeakMemory
 from .metrics import evaluate_edit, psnr
-from .suites import source_image
-
-FIELDS = [
-    "label",
-    "method",
-    "preset",
-    "sweep",
-    "edit_id",
-    "kind",
-    "prompt",
-    "seed",
-    "recipe",
-    "success",
-    "target_ok",
-    "shape_ok",
-    "colour_ok",
-    "background_ok",
-    "position_ok",
-    "size_ok",
-    "background_kept",
-    "background_psnr",
-    "psnr",
-    "vae_psnr",
-    "centre_shift",
-    "side_change",
-    "leakage",
-    "leaked",
-    "read_shape",
-    "read_colour",
-    "read_background",
-    "clip_score",
-    "fit_s",
-    "sample_s",
-    "fit_reused",
-    "peak_mem_mb",
-    "device",
-    "image",
-]
-
-ORACLE_FIELDS = (
-    "success",
-    "target_ok",
-    "position_ok",
-    "size_ok",
-    "background_kept",
-    "background_psnr",
+from .store import (
+    CANDIDATE_FIELDS,
+    FIELDS,
+    ORACLE_FIELDS,
+    append_rows,
+    read_results,
+    repair_tail,
+    resumable,
+    start_csv,
 )
-# --judge-candidates: one row per candidate of a best-of-N edit (candidates.csv), so that a ranking
-# can be judged against the oracle offline (scripts/rerank.py) without sampling again
-CANDIDATE_FIELDS = [
-    "label",
-    "sweep",
-    "edit_id",
-    "kind",
-    "seed",
-    "recipe",
-    "index",
-    "rank",
-    *ORACLE_FIELDS,
-    "rank_by",
-    "structure_weight",
-    "fidelity_weight",
-    "rank_clip",
-    "rank_structure",
-    "rank_fidelity",
-    "rank_score",
-]
+from .suites import source_image
 
 
 def parse_methods(spec: str) -> list[tuple[str, str | None]]:
@@ -114,50 +54,6 @@ def parse_methods(spec: str) -> list[tuple[str, str | None]]:
     if not out:
         raise ConfigError("--methods is empty; e.g. --methods sdedit,ddim")
     return out
-
-
-class PeakMemory:
-    """Peak memory of what runs inside the ``with`` block, in MB.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU: the process's resident set size,
-    sampled every 10 ms by a thread (from /proc; elsewhere the process's lifetime peak).
-    """
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak = device, 0.0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _rss_mb() -> float | None:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, ValueError):
-            return None
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._rss_mb() or 0.0)
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif self._rss_mb() is not None:
-            self.peak = self._rss_mb() or 0.0
-            self._thread = threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        elif hasattr(self, "_thread"):
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._rss_mb() or 0.0)
-        else:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            self.peak = rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def _label(method: str, preset: str | None) -> str:
@@ -174,112 +70,6 @@ def recipe_id(model_id: str, config: Any, seed: int, edit_spec: dict[str, Any]) 
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def read_results(path: Path) -> list[dict[str, str]]:
-    """The complete rows of a results (or candidates) CSV; a row cut short is left out."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [r for r in csv.DictReader(f) if _complete(r)]
-
-
-def _complete(row: dict) -> bool:
-    """A whole row, and not a second copy of the header (which shards of earlier versions could
-    write when they started together)."""
-    return (
-        None not in row
-        and all(v is not None for v in row.values())
-        and list(row.values()) != list(row.keys())
-    )
-
-
-def _repair_tail(path: Path) -> None:
-    """Cut a partial last row (a run stopped while writing it: power loss, a full disk) off
-    ``path``, so that appending does not glue the next row to it. The edit it belonged to has no
-    complete row, so the resumed run redoes it."""
-    with path.open("rb+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # no shard writes a row meanwhile (_write_row)
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        keep = 0
-        step = 1 << 16
-        pos = size
-        while pos > 0 and not keep:  # the last newline, read backwards in blocks
-            pos = max(0, pos - step)
-            f.seek(pos)
-            block = f.read(min(step, size - pos))
-            cut = block.rfind(b"\n")
-            if cut >= 0:
-                keep = pos + cut + 1
-        f.truncate(keep)
-    print(
-        f"imagic-kit: warning: {path} ended in a partial row ({size - keep} bytes, a run stopped "
-        "while writing it); dropped it, its edit will be redone",
-        file=sys.stderr,
-    )
-
-
-def _append_rows(f, fields: list[str], rows: list[dict[str, Any]]) -> None:
-    """Rows as one write under an exclusive lock, flushed to disk: shards appending to one file
-    never interleave within a row (nor with a starting shard's tail repair), and a finished row
-    survives a crash."""
-    buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=fields).writerows(rows)
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-    try:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    finally:
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _start_csv(path: Path, fields: list[str]) -> None:
-    """Create ``path`` with its header row, or check that an existing one has these columns.
-
-    Shards starting together on one ``--out`` take turns under an exclusive lock: the first
-    writes the header, the others find it (unlocked, two shards could each find the file empty
-    and each write one)."""
-    with path.open("a", newline=""):  # exists from here on, possibly empty
-        pass
-    _repair_tail(path)  # a header cut short goes too, and is written again below
-    with path.open("r+", newline="") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            header = next(csv.reader(f), None)
-            if header is None:  # new, or a crash before the header was on disk
-                f.seek(0)
-                csv.DictWriter(f, fieldnames=fields).writeheader()
-                f.flush()
-                os.fsync(f.fileno())
-            elif header != fields:
-                raise _other_version(path)
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _other_version(path: Path) -> ConfigError:
-    return ConfigError(
-        f"{path} was written by another version of imagic-kit (its columns differ); "
-        "write to a new --out folder"
-    )
-
-
-def _resumable(results: Path) -> list[dict[str, str]]:
-    """The rows of an existing ``results.csv`` (read once), refused when its columns are not this
-    version's (an older file has no ``recipe`` to check a resume against)."""
-    if not results.is_file():
-        return []
-    with results.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is not None and reader.fieldnames != FIELDS:
-            raise _other_version(results)
-        return [r for r in reader if _complete(r)]
 
 
 def check_plan(
@@ -358,9 +148,9 @@ def run_benchmark(
         if path.exists() and not path.is_file():
             raise ConfigError(f"{path} is not a file; remove it or write to a new --out folder")
         if path.is_file():
-            _repair_tail(path)  # before reading: a cut row is not counted as done
-    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in _resumable(results)}
-    clip_path = backbone.extras.get("clip_path")
+            repair_tail(path)  # before reading: a cut row is not counted as done
+    done = {(r["label"], r["sweep"], r["edit_id"]): r["recipe"] for r in resumable(results)}
+    clip_path = backbone.clip_path
     clip = load_clip(clip_path) if clip_path else None  # the one best-of-N ranks with, if any
     edits = suite["edits"][:limit] if limit else suite["edits"]
     edits = edits[i::n]
@@ -397,8 +187,8 @@ def run_benchmark(
     bar = ProgressOptions(enabled=progress)(total, "bench")
     cand_path = out / "candidates.csv"
     if judge_candidates:  # checked first: a refused folder gets nothing written
-        _start_csv(cand_path, CANDIDATE_FIELDS)
-    _start_csv(results, FIELDS)
+        start_csv(cand_path, CANDIDATE_FIELDS)
+    start_csv(results, FIELDS)
     cand_file = cand_path.open("a", newline="") if judge_candidates else None
     with results.open("a", newline="") as f, cand_file or contextlib.nullcontext():
         for e in edits:
@@ -458,7 +248,7 @@ def run_benchmark(
                     # before the results row: an edit that counts as done has its candidates
                     _save_strip(r.candidates, img_path.parent / "candidates" / img_path.name)
                     _judge_candidates(cand_file, row, r, src, e)
-                _append_rows(f, FIELDS, [row])
+                append_rows(f, FIELDS, [row])
                 bar.update(success=int(m["success"]))
     bar.close()
     return read_results(results)
@@ -521,7 +311,7 @@ def _judge_candidates(f, row: dict[str, Any], r, src, e: dict[str, Any]) -> None
                 "rank_score": rk.scores[i],
             }
         )
-    _append_rows(f, CANDIDATE_FIELDS, lines)
+    append_rows(f, CANDIDATE_FIELDS, lines)
 
 
 def _safe(s: str) -> str:

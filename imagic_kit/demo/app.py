@@ -17,7 +17,6 @@ bounded. Errors are shown in the page as their one-line message.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import inspect
 import json
@@ -33,12 +32,22 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import FieldInfo, _base_type, field_infos, load_preset, preset_names, to_dict
+from ..config import field_infos, preset_names
 from ..errors import ConfigError, ImagicKitError
-from ..lifecycle import FitCache
+from ..fit_cache import FitCache
 from ..registry import MethodSpec, get_method, methods_in_order
+from .widgets import (
+    infos_in_page_order,
+    ordered_fields,
+    preset_values,
+    sweep_default,
+    sweep_fields,
+    widget_for,
+)
 
 #: The inputs of an edit before the config fields (their names in the API).
+
+
 FRONT = (
     "image",
     "more_images",
@@ -49,15 +58,6 @@ FRONT = (
     "sweep_over",
     "sweep_values",
 )
-#: Examples from the shapes world: (scene, prompt), edited with the ``fast`` preset in seconds.
-EXAMPLES = (
-    ({"shape": "circle", "colour": "red", "background": "gray", "x0": 18, "y0": 20, "side": 26,
-      "texture_seed": 7}, "a blue circle on a gray background"),
-    ({"shape": "square", "colour": "yellow", "background": "white", "x0": 16, "y0": 18,
-      "side": 28, "texture_seed": 3}, "a yellow triangle on a white background"),
-    ({"shape": "triangle", "colour": "green", "background": "black", "x0": 20, "y0": 16,
-      "side": 26, "texture_seed": 11}, "a green triangle on a gray background"),
-)  # fmt: skip
 
 
 @dataclass
@@ -72,52 +72,6 @@ class DemoOptions:
     work_dir: Path = field(
         default_factory=lambda: Path(tempfile.mkdtemp(prefix="imagic-kit-demo-"))
     )
-
-
-def widget_for(info: FieldInfo, value: Any = None, prefix: str = ""):
-    """The Gradio input for a config field: slider for a bounded number, dropdown for choices,
-    checkbox for a flag, number or text otherwise; the help is its tooltip."""
-    tp = _base_type(info.type)
-    common = dict(label=info.name, info=info.help, elem_id=f"{prefix}field-{info.name}")
-    value = info.default if value is None else value
-    if info.choices is not None:
-        return gr.Dropdown(choices=list(info.choices), value=value, **common)
-    if tp is bool:
-        return gr.Checkbox(value=bool(value), **common)
-    small = (
-        tp is float
-        and value not in (None, 0)
-        and abs(value) < 100 * _step(info.min or 0, info.max or 1)
-    )
-    if tp in (int, float) and info.min is not None and info.max is not None and not small:
-        step = 1 if tp is int else _step(info.min, info.max)
-        return gr.Slider(minimum=info.min, maximum=info.max, step=step, value=value, **common)
-    if tp in (int, float):
-        return gr.Number(value=value, precision=0 if tp is int else None, **common)
-    if tp is list:
-        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-        return gr.Textbox(value=text, **common)
-    return gr.Textbox(value="" if value is None else str(value), **common)
-
-
-def _step(lo: float, hi: float) -> float:
-    span = hi - lo
-    return 0.01 if span <= 5 else 0.1 if span <= 100 else 1.0
-
-
-def _ordered_fields(spec: MethodSpec) -> tuple[list[FieldInfo], FieldInfo | None, list[FieldInfo]]:
-    """(fit-stage fields, the main sample field, the other sample-stage fields)."""
-    infos = field_infos(spec.config_cls)
-    fit = [i for i in infos if i.stage == "fit"]
-    main = next((i for i in infos if i.name == spec.main_field), None)
-    rest = [i for i in infos if i.stage == "sample" and i is not main]
-    return fit, main, rest
-
-
-def sweep_fields(spec: MethodSpec) -> list[str]:
-    """The sample-stage fields a sweep can vary, the method's main field first."""
-    _, main, rest = _ordered_fields(spec)
-    return ([main.name] if main else []) + [i.name for i in rest]
 
 
 class Demo:
@@ -195,7 +149,8 @@ class Demo:
         starts a fit). ``more_images``: further reference images, for methods that take several
         (DECOR). Returns the images, the recipe, the status line and the files to download."""
         from ..config import parse_sweep, parse_value
-        from ..lifecycle import cached_fit, prepare, run, run_sweep
+        from ..lifecycle import cached_fit, run, run_sweep
+        from ..request import prepare
 
         spec = get_method(method)
         key = (page, method)
@@ -279,51 +234,27 @@ class Demo:
         }
 
 
-def infos_in_page_order(spec: MethodSpec) -> list[FieldInfo]:
-    fit, main, rest = _ordered_fields(spec)
-    return fit + ([main] if main else []) + rest
-
-
-def preset_values(spec: MethodSpec, preset: str | None) -> list[Any]:
-    """The page's field values for a preset (the defaults for none)."""
-    cfg = spec.config_cls()
-    if preset and preset != "(defaults)":
-        cfg = load_preset(cfg, spec.name, preset)
-    values = to_dict(cfg)
-    out = []
-    for info in infos_in_page_order(spec):
-        v = values[info.name]
-        out.append(",".join(map(str, v)) if isinstance(v, list) else v)
-    return out
-
-
-def example_images(folder: Path) -> list[list[Any]]:
-    """The shapes-world examples written as PNGs: [[path, prompt], ...]."""
-    from ..shapes import Scene, render
-
+def example_images(backbone: Any, folder: Path) -> list[list[Any]]:
+    """The model's examples (``Backbone.examples``) written as PNGs: [[path, prompt], ...]."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (scene, prompt) in enumerate(EXAMPLES):
+    for i, (image, prompt) in enumerate(getattr(backbone, "examples", [])):
         path = folder / f"example-{i}.png"
         if not path.exists():
-            render(Scene(**scene))[0].save(path)
+            image.save(path)
         rows.append([str(path), prompt])
     return rows
 
 
 def build(demo: Demo):
     """The Gradio Blocks of ``demo``: a tab per registered method."""
-    examples = example_images(demo.options.work_dir / "examples")
+    examples = example_images(demo.backbone, demo.options.work_dir / "examples")
     # gradio's own copies of uploads and outputs: deleted after an hour
     with gr.Blocks(title="imagic-kit", delete_cache=(3600, 3600)) as blocks:
+        note = getattr(demo.backbone, "note", "")
         gr.Markdown(
             f"# imagic-kit\nEdit an image from a text prompt. Model: `{demo.backbone.model_id}`"
-            + (
-                " (the embedded model knows only the shapes world: coloured circles, squares and "
-                "triangles on white, gray or black)"
-                if demo.backbone.model_id == "tiny-shapes"
-                else ""
-            )
+            + (f" ({note})" if note else "")
         )
         for method in methods_in_order():  # the toolkit's own method first: the page opens on it
             _method_tab(demo, get_method(method), examples)
@@ -334,7 +265,7 @@ def build(demo: Demo):
 def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None:
     name = spec.name
     endpoint = name.replace("-", "_")  # an API name is an identifier ("null-text" -> null_text)
-    fit_fields, main, rest = _ordered_fields(spec)
+    fit_fields, main, rest = ordered_fields(spec)
     presets = ["(defaults)", *preset_names(name)]
     with gr.Tab(name, id=f"tab-{name}"):
         gr.Markdown(f"**{name}**: {spec.description}" + (f" ({spec.paper})" if spec.paper else ""))
@@ -378,7 +309,7 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                     sweep_field = gr.Dropdown(sweep_fields(spec), value=(sweep_fields(spec) or [None])[0],
                                               label="sweep over", elem_id=f"{name}-sweep-field")  # fmt: skip
                     sweep_values = gr.Textbox(
-                        value=_sweep_default(main), label="values", elem_id=f"{name}-sweep-values"
+                        value=sweep_default(main), label="values", elem_id=f"{name}-sweep-values"
                     )
                     sweep = gr.Button("Sweep", elem_id=f"{name}-sweep")
             with gr.Column():
@@ -392,7 +323,8 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
                     fit_file = gr.File(label="saved fit (zip)", elem_id=f"{name}-fit")
                 with gr.Accordion("recipe (stored in the PNG)", open=False):
                     recipe = gr.Code(label="recipe", language="json", elem_id=f"{name}-recipe")
-        gr.Examples(examples, inputs=[image, prompt], label="shapes-world examples")
+        if examples:
+            gr.Examples(examples, inputs=[image, prompt], label="examples")
 
         if len(presets) > 1:
             preset.change(lambda p: preset_values(spec, p), inputs=preset, outputs=widgets,
@@ -452,63 +384,3 @@ def _method_tab(demo: Demo, spec: MethodSpec, examples: list[list[Any]]) -> None
         if main_widget and isinstance(main_widget[0], gr.Slider):
             main_widget[0].release(handler(only_if_cached=True), inputs=inputs, outputs=outputs,
                                    api_name=False, concurrency_id="device", concurrency_limit=1)  # fmt: skip
-
-
-def _sweep_default(main: FieldInfo | None) -> str:
-    """Four values around the main field's default, a twentieth of its range apart."""
-    if (
-        main is None
-        or main.min is None
-        or main.max is None
-        or not isinstance(main.default, float | int)
-    ):
-        return ""
-    step = (float(main.max) - float(main.min)) / 20
-    values = [main.default + k * step for k in (-2, -1, 0, 1)]
-    shown = [f"{min(max(v, main.min), main.max):.3g}" for v in values]
-    return ",".join(dict.fromkeys(shown))  # a default at a bound clamps two values into one
-
-
-def launch(
-    model: str = "tiny-shapes",
-    *,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    share: bool = False,
-    device: str | None = None,
-    dtype: str | None = None,
-    options: DemoOptions | None = None,
-    block: bool = True,
-):
-    """Load ``model`` and serve the demo; returns the Blocks (``block=False``: running in a thread,
-    stop it with ``.close()``)."""
-    import os
-
-    from ..models import load_backbone
-
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
-    options = options or DemoOptions()
-    demo = Demo(load_backbone(model, device=device, dtype=dtype), options)
-    blocks = build(demo)
-    atexit.register(shutil.rmtree, options.work_dir, ignore_errors=True)
-    try:
-        _launch(blocks, host, port, share, block, options)
-    except OSError as e:  # the port is taken, the host cannot be bound
-        raise ConfigError(
-            f"cannot serve on {host}:{port or 'the default port'} ({e.strerror or e}); choose "
-            "another --port or --host"
-        ) from None
-    return blocks
-
-
-def _launch(blocks, host, port, share, block, options) -> None:
-    blocks.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        prevent_thread_lock=not block,
-        quiet=not block,  # the served address is printed when it runs in the foreground
-        show_error=True,
-        max_file_size=int(options.max_upload_mb * 2**20),
-        allowed_paths=[str(options.work_dir)],
-    )

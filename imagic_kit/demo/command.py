@@ -6,16 +6,14 @@ from __future__ import annotations
 import argparse
 
 from ..cli import Command
+from ..cli.options import add_model_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-shapes", help="backbone (default: tiny-shapes)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--threads", type=int)
+    add_model_options(p, settings=None, quiet=None)
     p.add_argument("--queue-size", type=int, default=16, help="edits that may wait (default 16)")
     p.add_argument(
         "--cache-size", type=int, default=8, help="fits kept for re-sampling (default 8)"
@@ -37,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         raise ConfigError("--max-upload-mb must be positive and --port in 1..65535")
     try:
-        from .app import DemoOptions, launch
+        from .app import DemoOptions
+        from .serve import launch
     except ImportError as e:
         raise ConfigError(
             f"the demo needs gradio ({e}); install it: python3 scripts/setup_env.py --demo"

@@ -208,7 +208,7 @@ def _text_feature(backbone, prompt: str, config: FastEditConfig) -> torch.Tensor
     """The target text's projected CLIP feature [1, 1, D]."""
     from ..clip_score import clip_features, load_clip
 
-    path = config.text_clip or backbone.extras.get("clip_path")
+    path = config.text_clip or backbone.clip_path
     if not path:
         raise ConfigError(
             f"fastedit needs the text tower of the CLIP that {backbone.model_id!r}'s image encoder "

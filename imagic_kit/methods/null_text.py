@@ -31,11 +31,12 @@ from ..artifacts import Fit
 from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
+from ..selection import RestoreConfig
 from ._common import eta
 
 
 @dataclass
-class NullTextConfig(TunedInversionConfig):
+class NullTextConfig(TunedInversionConfig, RestoreConfig):
     eta: float = eta(
         1.0,
         help="weight of the target prompt against the source prompt: 1 = the target in its place "

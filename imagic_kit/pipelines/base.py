@@ -38,60 +38,23 @@ What differs from a text-to-image pipeline, and why:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.utils import BaseOutput
-from PIL import Image
 
-from .artifacts import Fit
-from .backbone import Backbone
-from .errors import ConfigError
-from .lifecycle import EditResult, FitCache, fit_only, prepare, run
-from .registry import available_methods, get_method
-
-OUTPUT_TYPES = ("pil", "np", "pt")
-#: Tensors a ``callback_on_step_end`` can ask for and return.
-STEP_END_TENSORS = ("latents",)
+from ..artifacts import Fit
+from ..backbone import Backbone
+from ..errors import ConfigError
+from ..fit_cache import FitCache
+from ..lifecycle import fit_only, run
+from ..registry import available_methods, get_method
+from ..request import prepare
+from .modules import ModuleHandling
+from .output import OUTPUT_TYPES, STEP_END_TENSORS, EditPipelineOutput, convert
 
 
-@dataclass
-class EditPipelineOutput(BaseOutput):
-    """What a pipeline call returns.
-
-    images: the edited image(s): PIL images, or a float array [N, H, W, 3] (``np``) or tensor
-        [N, 3, H, W] (``pt``) in [0, 1].
-    fit: what the method learned from the input (pass it back as ``fit=`` to sample again).
-    recipe: everything that reproduces the edit (written into saved PNGs).
-    timings: seconds: ``fit_s`` (0 when the fit was reused), ``sample_s``, ``rank_s``.
-    fit_reused: whether the fit was given or kept from an earlier call instead of made.
-    seed: the seed the images were drawn with.
-    candidates / ranking: with best of N, every image drawn and their ranking.
-    """
-
-    images: list[Image.Image] | np.ndarray | torch.Tensor
-    fit: Fit
-    recipe: dict[str, Any]
-    timings: dict[str, float]
-    fit_reused: bool
-    seed: int
-    candidates: list[Image.Image] | None = None
-    ranking: Any = None
-
-    def save(self, path: str | os.PathLike) -> list[Path]:
-        """Write the image(s) as PNG with the recipe (PIL output only)."""
-        if not isinstance(self.images, list):
-            raise ConfigError("save() writes PIL images: call the pipeline with output_type='pil'")
-        return EditResult(self.images, self.fit, None, self.seed, self.timings, self.recipe).save(
-            path
-        )
-
-
-class EditPipeline(DiffusionPipeline):
+class EditPipeline(ModuleHandling, DiffusionPipeline):
     """The base of every method's pipeline: the model's modules, registered as diffusers does, and
     the edit lifecycle. Use a method's class (``ImagicPipeline``), or this one with ``method=``."""
 
@@ -113,7 +76,7 @@ class EditPipeline(DiffusionPipeline):
         feature_extractor: Any = None,
     ):
         super().__init__()
-        from .models import from_components
+        from ..models import from_components
 
         parts = dict(
             unet=unet,
@@ -146,6 +109,8 @@ class EditPipeline(DiffusionPipeline):
                 f"name the method: EditPipeline.from_pretrained(..., method=...), one of "
                 f"{', '.join(available_methods())}, or use its pipeline class (ImagicPipeline, ...)"
             )
+        from . import pipeline_class
+
         return pipeline_class(method)
 
     @classmethod
@@ -185,7 +150,7 @@ class EditPipeline(DiffusionPipeline):
         """Load what ``--model`` takes: a preset (``tiny-shapes``, ``sd15``, ...), a diffusers
         folder or a hub id. ``torch_dtype``: float16 on CUDA and float32 on the CPU by default;
         ``device``: CUDA when there is one, by default (as the command line)."""
-        from .models import load_backbone
+        from ..models import load_backbone
 
         if kwargs:
             raise ConfigError(
@@ -215,7 +180,7 @@ class EditPipeline(DiffusionPipeline):
         """A pipeline over the modules of a loaded one (a ``StableDiffusionPipeline``, an image
         variations pipeline, another :class:`EditPipeline`): the same module objects, nothing
         copied or reloaded. ``components`` replace some of them (``unet=...``), as in diffusers."""
-        from .models import from_components, place, resolve_dtype
+        from ..models import from_components, place, resolve_dtype
 
         klass = cls._for_method(method)
         if isinstance(pipeline, EditPipeline) and not components:
@@ -236,72 +201,13 @@ class EditPipeline(DiffusionPipeline):
                 name = f"{name} (+{', '.join(weights)})"
             bb = from_components(parts, model_id=name)
             if isinstance(pipeline, EditPipeline):
-                bb.revision = pipeline.backbone.revision
-                bb.extras = {**pipeline.backbone.extras, **bb.extras}
+                bb.inherit(pipeline.backbone)
         # as load_backbone places a model: frozen, the VAE in float32
         dtype = resolve_dtype(torch_dtype, bb.device) if torch_dtype is not None else bb.dtype
         place(bb, bb.device, dtype)
         return klass.from_backbone(bb)
 
     # --- diffusers' module handling ------------------------------------------------------------
-
-    def to(self, *args: Any, **kwargs: Any) -> EditPipeline:
-        """Move the modules to a device and/or dtype, as ``DiffusionPipeline.to``; the VAE stays
-        float32. Offload hooks are removed first; kept fits are dropped when anything moves."""
-        from .models import place, resolve_dtype
-
-        device = kwargs.pop("device", None)
-        dtype = kwargs.pop("dtype", None)
-        dtype = kwargs.pop("torch_dtype", None) or dtype
-        kwargs.pop("silence_dtype_warnings", None)
-        for a in args:
-            if isinstance(a, torch.dtype):
-                dtype = a
-            elif a is not None:
-                device = a
-        if kwargs:
-            raise TypeError(f"to() got unexpected arguments: {', '.join(kwargs)}")
-        if getattr(self, "_all_hooks", None):
-            self.remove_all_hooks()
-        bb = self.backbone
-        before = (next(bb.unet.parameters()).device, bb.dtype)
-        dev = torch.device(device) if device is not None else before[0]
-        place(bb, dev, resolve_dtype(dtype, dev) if dtype is not None else bb.dtype)
-        if (next(bb.unet.parameters()).device, bb.dtype) != before:
-            self.fits.clear()
-        return self
-
-    def enable_model_cpu_offload(
-        self, gpu_id: int | None = None, device: torch.device | str | None = None
-    ) -> None:
-        """Keep each model on the CPU until it runs (diffusers' model offload: accelerate hooks);
-        tensors are made on the device the models run on."""
-        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
-        self.backbone.execution_device = torch.device(self._offload_device)
-        self.backbone._uncond_cache.clear()
-
-    def enable_sequential_cpu_offload(self, *args: Any, **kwargs: Any) -> None:
-        raise ConfigError(
-            "sequential CPU offload is not supported: fitting trains through the UNet, which it "
-            "keeps on the meta device; use enable_model_cpu_offload()"
-        )
-
-    def remove_all_hooks(self) -> None:
-        super().remove_all_hooks()
-        if hasattr(self, "backbone"):
-            self.backbone.execution_device = None
-            self.backbone._uncond_cache.clear()
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Write the model as a stock diffusers folder (``StableDiffusionPipeline``, or
-        ``StableDiffusionImageVariationPipeline`` for an image-conditioned model), which
-        ``from_pretrained`` of diffusers and of this toolkit load. Fits are saved with
-        ``Fit.save`` (``fit.save(folder)``), not here."""
-        from .models import to_pipeline
-
-        to_pipeline(self.backbone).save_pretrained(save_directory, **kwargs)
-
-    # --- the calls -----------------------------------------------------------------------------
 
     def _method(self, fields: dict[str, Any] | None = None) -> str:
         if fields and "method" in fields:
@@ -463,7 +369,7 @@ class EditPipeline(DiffusionPipeline):
             self.maybe_free_model_hooks()
         assert r is not None
         out = EditPipelineOutput(
-            images=_convert(r.images, output_type),
+            images=convert(r.images, output_type),
             fit=r.fit,
             recipe=r.recipe,
             timings=r.timings,
@@ -473,42 +379,3 @@ class EditPipeline(DiffusionPipeline):
             ranking=r.ranking,
         )
         return out if return_dict else out.to_tuple()
-
-
-def _convert(images: list[Image.Image], output_type: str) -> Any:
-    if output_type == "pil":
-        return images
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
-    if output_type == "np":
-        return arr
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-
-_CLASSES: dict[str, type[EditPipeline]] = {}
-
-
-def pipeline_class(method: str) -> type[EditPipeline]:
-    """The pipeline class of a registered method (``ImagicPipeline`` for ``imagic``), made once."""
-    spec = get_method(method)
-    if spec.name not in _CLASSES:
-        name = f"{spec.display_name}Pipeline"
-        doc = (
-            f"{spec.description}.\n\nThe ``{spec.name}`` method as a pipeline (calls: "
-            f":class:`EditPipeline`; fields: ``imagic-kit show-config {spec.name}``)."
-        )
-        attrs = {"method": spec.name, "__doc__": doc, "__module__": __name__}
-        _CLASSES[spec.name] = type(name, (EditPipeline,), attrs)
-    return _CLASSES[spec.name]
-
-
-def pipeline_classes() -> dict[str, type[EditPipeline]]:
-    """Every registered method's pipeline class, by class name."""
-    return {cls.__name__: cls for cls in map(pipeline_class, available_methods())}
-
-
-def __getattr__(name: str) -> type[EditPipeline]:  # ImagicPipeline, ... (PEP 562)
-    if name.endswith("Pipeline"):
-        found = pipeline_classes().get(name)
-        if found is not None:
-            return found
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
