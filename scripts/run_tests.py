@@ -3,7 +3,10 @@
 
     python3 scripts/run_tests.py [pytest args...]
 
-Slow tests (real weights, long runs) are opt-in: `python3 scripts/run_tests.py -m slow`.
+Without paths it runs tests/unit and tests/integration (the pyramid's two fast floors); the
+end-to-end floor (the browser, `accelerate launch`, the README's commands, killed subprocesses) is
+`python3 scripts/run_tests.py tests/e2e`, which CI runs too. Slow tests (real weights, long runs)
+are opt-in: `python3 scripts/run_tests.py -m slow tests`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from setup_env import ROOT, ensure  # noqa: E402
 def main() -> int:
     py = ensure(["dev"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(py), "-m", "pytest", *sys.argv[1:]], cwd=ROOT, env=env).returncode
+    args = sys.argv[1:]
+    if not any(Path(ROOT, a.split("::")[0]).exists() for a in args if not a.startswith("-")):
+        args += ["tests/unit", "tests/integration"]
+    return subprocess.run([str(py), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":

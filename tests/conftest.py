@@ -56,3 +56,31 @@ def scene_path(tmp_path):
     p = tmp_path / "scene.png"
     draw_scene().save(p)
     return p
+
+
+def one_line(capsys, argv, match):
+    """Run the CLI, expect a one-line refusal naming ``match``; returns stderr."""
+    from imagic_kit.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("imagic-kit: error:"), err
+    assert "Traceback" not in err and match in lines[0], lines[0]
+    return err
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes: what a refused command must leave as it was."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if the CLI gets as far as loading a model: refusals must come first."""
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr("imagic_kit.models.load_backbone", refuse)

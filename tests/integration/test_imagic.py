@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from imagic_kit import edit, load_backbone
-from imagic_kit.errors import NonFiniteLossError
+from imagic_kit.artifacts import Fit
+from imagic_kit.errors import (
+    ArtifactMismatchError,
+    ConfigError,
+    NonFiniteLossError,
+)
 from imagic_kit.methods.imagic import ImagicConfig
+from imagic_kit.registry import make_config
 
 FAST = {"embedding_steps": 6, "finetune_steps": 6, "num_inference_steps": 4, "batch_size": 2}
 
@@ -58,7 +64,7 @@ def test_backbone_is_unchanged_after_lora_and_full_fits(tiny, scene_path, tmp_pa
 def _sample_latents(bb, fit, seed=0, **over):
     """The method's own sample stage on ``fit`` (no decoding, no ranking): latents."""
     from imagic_kit.progress import SILENT
-    from imagic_kit.registry import get_method, make_config
+    from imagic_kit.registry import get_method
 
     cfg = make_config("imagic", None, None, **{**FAST, **over})
     return get_method("imagic").sample(
@@ -75,7 +81,6 @@ def test_late_strength_weakens_the_fine_tuning_in_the_late_steps(tiny, scene_pat
     scale); strength 0 is the pretrained UNet; strength 1 or a start at the last step is the fit
     as fitted, and sampling as fitted after weakened samples gives the same again (nothing
     carries over); the backbone's weights come back unchanged."""
-    from imagic_kit.artifacts import Fit
 
     before = _unet_state(tiny)
     fit = fit_and_sample(
@@ -140,7 +145,6 @@ def test_loss_weighting_reaches_both_fitting_stages(tiny, scene_path):
 
 
 def test_target_prompt_is_part_of_the_fit(tiny, scene_path, tmp_path):
-    from imagic_kit.errors import ArtifactMismatchError
 
     fit_and_sample(tiny, scene_path, save_artifacts=tmp_path / "f")
     with pytest.raises(ArtifactMismatchError, match="prompt"):
@@ -235,3 +239,13 @@ def test_colour_edit_changes_the_colour_and_keeps_the_position(red_edits):
     for attrs, shift in red_edits[0.0]:
         assert attrs["colour"] == "blue" and attrs["shape"] == "circle" and shift <= 5, red_edits
     assert all(_red_in_place(*e) for e in red_edits[ImagicConfig().eta]), red_edits
+
+
+def test_lora_targets_that_match_nothing_stop_before_the_embedding_stage(tiny, scene_path):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="nosuchmod match no module"):
+        edit(tiny, str(scene_path), "a blue circle", method="imagic", seed=0, progress=False,
+             embedding_steps=2000, lora_targets="nosuchmod")  # fmt: skip
+    assert time.perf_counter() - t0 < 5  # 2000 embedding steps were not run

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from conftest import one_line
 from PIL import Image
 
 from imagic_kit.bench.report import write_report
@@ -14,10 +17,13 @@ from imagic_kit.bench.runner import (
     recipe_id,
     run_benchmark,
 )
-from imagic_kit.bench.suites import make_suite
+from imagic_kit.bench.suites import load_suite, make_suite
 from imagic_kit.cli import main
 from imagic_kit.config import parse_sweep
-from imagic_kit.errors import ConfigError
+from imagic_kit.errors import (
+    ConfigError,
+    InputImageError,
+)
 from imagic_kit.registry import make_config
 
 
@@ -237,7 +243,7 @@ def test_judge_candidates_records_every_candidate_and_the_pick(tiny, tmp_path, c
     rate = f"{100 * sum(r['success'] == 'True' for r in rows) / 2:.0f}%"
     assert f"| sdedit | default | 2 / 2 | {rate} |" in text  # the best-of-N section's pick rate
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "rerank.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "rerank.py"
     spec = importlib.util.spec_from_file_location("rerank", path)
     rerank = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rerank)
@@ -293,3 +299,126 @@ def test_a_repeated_header_row_is_not_read_as_a_result(tmp_path):
     with path.open("a") as f:
         f.write(",".join(FIELDS) + "\n" + ",".join(row[k] for k in FIELDS) + "\n")
     assert read_results(path) == [row]
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["../escape", "a/b", "..", ".hidden", "", "x" * 101, "-rf", "a b"]
+)
+def test_suite_ids_cannot_leave_the_output_folder(tmp_path, bad_id):
+    suite = make_suite("quick", seed=0)
+    suite["edits"] = suite["edits"][:2]
+    suite["edits"][0]["id"] = bad_id
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(suite))
+    with pytest.raises(ConfigError, match="cannot name a file"):
+        load_suite(path)
+
+
+def test_duplicate_ids_and_bad_entries_are_refused_before_anything_runs(tiny, tmp_path):
+    suite = make_suite("quick", seed=0)
+    suite["edits"] = suite["edits"][:3]
+    suite["edits"][1]["id"] = suite["edits"][0]["id"]
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(suite))
+    with pytest.raises(ConfigError, match="used twice"):
+        load_suite(path)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="twice"):  # a suite given as a dict is checked too
+        run_benchmark(tiny, suite, [("sdedit", None)], out, progress=False)
+    suite = make_suite("quick", seed=0)
+    suite["edits"] = suite["edits"][:1]
+    suite["edits"][0]["id"] = "../../evil"
+    with pytest.raises(ConfigError, match="cannot name a file"):
+        run_benchmark(tiny, suite, [("sdedit", None)], out, progress=False)
+    assert not out.exists() and not (tmp_path.parent / "evil.png").exists()
+    for change, match in (
+        ({"target": {"shape": "hexagon", "colour": "red", "background": "gray"}}, "hexagon"),
+        ({"changes": ["mood"]}, "changes"),
+        ({"prompt": "  "}, "prompt must be non-empty"),
+        ({"changes": [["colour"]]}, "changes"),
+        ({"source_prompt": 5}, "source_prompt must be text"),
+        ({"id": None}, "the id must be a name"),
+        ({"scene": {**suite_scene(), "side": float("nan")}}, "whole numbers"),
+        ({"scene": {**suite_scene(), "x0": -1000}}, "inside the 64x64 canvas"),
+        ({"scene": {**suite_scene(), "side": 10**12}}, "inside the 64x64 canvas"),
+    ):
+        suite = make_suite("quick", seed=0)
+        suite["edits"] = suite["edits"][:1]
+        suite["edits"][0].update(change)
+        path.write_text(json.dumps(suite))
+        with pytest.raises(ConfigError, match=match):
+            load_suite(path)
+
+
+def test_suite_images_go_through_the_safe_loader(tmp_path):
+    suite = make_suite("quick", seed=0)
+    suite["edits"] = suite["edits"][:1]
+    del suite["edits"][0]["scene"]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    suite["edits"][0]["image"] = "broken.png"  # relative to the suite file
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(suite))
+    with pytest.raises(InputImageError, match="broken.png"):
+        load_suite(path)
+    (tmp_path / "folder.png").mkdir()
+    suite["edits"][0]["image"] = "folder.png"
+    path.write_text(json.dumps(suite))
+    with pytest.raises(InputImageError, match="is a folder"):
+        load_suite(path)
+
+
+def test_bench_refuses_before_the_model_loads(capsys, tmp_path, no_model):
+    base = ["bench", "--suite", "quick", "--methods", "sdedit", "--out", str(tmp_path / "b")]
+    one_line(capsys, [*base, "--limit", "0"], "--limit 0")
+    one_line(capsys, [*base, "--shard", "2/2"], "shard 2/2")
+    one_line(capsys, [*base, "--threads", "0"], "--threads 0")
+    one_line(capsys, [*base, "--set", "strength=nan"], "finite number")
+    one_line(capsys, [*base, "--sweep", "strength=0.5,7"], "out of range")
+    one_line(capsys, [*base, "--set", "strenght=0.5"], "belong to none")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line(capsys, [*base[:-1], str(blocker)], "is a file")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_partial_last_row_is_dropped_and_redone(tiny, tmp_path, capsys):
+    suite = make_suite("quick", seed=1)
+    kw = dict(overrides={"num_inference_steps": "3"}, progress=False, limit=3)
+    whole = run_benchmark(tiny, suite, [("sdedit", None)], tmp_path / "whole", **kw)
+    out = tmp_path / "cut"
+    run_benchmark(tiny, suite, [("sdedit", None)], out, **{**kw, "limit": 2})
+    results = out / "results.csv"
+    text = results.read_text()
+    last = text.splitlines()[-1]
+    results.write_text(text[: len(text) - len(last) // 2 - 1])  # power lost mid-row
+    assert len(read_results(results)) == 1  # the cut row is not counted
+    rows = run_benchmark(tiny, suite, [("sdedit", None)], out, **kw)
+    assert "partial row" in capsys.readouterr().err
+    drop = {"fit_s", "sample_s", "peak_mem_mb"}
+    key = lambda r: r["edit_id"]  # noqa: E731
+    strip = lambda rs: sorted(({k: v for k, v in r.items() if k not in drop} for r in rs), key=key)  # noqa: E731
+    assert strip(rows) == strip(whole)
+    assert results.read_text().endswith("\n") and len(results.read_text().splitlines()) == 4
+
+
+def test_results_files_that_are_empty_or_not_files(tiny, tmp_path):
+    suite = make_suite("quick", seed=1)
+    kw = dict(overrides={"num_inference_steps": "2"}, progress=False, limit=2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.csv").write_text("")  # a crash before the header reached the disk
+    rows = run_benchmark(tiny, suite, [("sdedit", None)], empty, **kw)
+    assert len(rows) == 2 and read_results(empty / "results.csv") == rows
+    odd = tmp_path / "odd"
+    (odd / "results.csv").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is not a file"):
+        run_benchmark(tiny, suite, [("sdedit", None)], odd, **kw)
+    # only the last newline lost: the row is dropped and redone, not counted
+    text = (empty / "results.csv").read_text()
+    (empty / "results.csv").write_text(text[:-1])
+    again = run_benchmark(tiny, suite, [("sdedit", None)], empty, **kw)
+    assert len(again) == 2 and (empty / "results.csv").read_text().endswith("\n")
+
+
+def suite_scene():
+    return dict(make_suite("quick", seed=0)["edits"][0]["scene"])

@@ -9,9 +9,14 @@ import torch
 
 from imagic_kit import edit, load_backbone
 from imagic_kit.bench.metrics import psnr
-from imagic_kit.errors import ArtifactMismatchError, ConfigError
+from imagic_kit.errors import (
+    ArtifactMismatchError,
+    ConfigError,
+)
 from imagic_kit.imaging import pil_to_tensor, tensor_to_pil
 from imagic_kit.inversion import TunedInversionConfig, tune_schedule
+from imagic_kit.registry import make_config
+from imagic_kit.sampling import schedule
 from imagic_kit.shapes import Scene, render
 
 FAST = {"num_inference_steps": 10}
@@ -77,7 +82,7 @@ def test_tuning_retraces_the_pivots_on_a_v_model(tiny_v, scene_path, method):
     from imagic_kit.api import EditInputs
     from imagic_kit.imaging import load_image
     from imagic_kit.progress import SILENT
-    from imagic_kit.registry import get_method, make_config
+    from imagic_kit.registry import get_method
     from imagic_kit.sampling import ddim_invert, ddim_sample
 
     img = load_image(str(scene_path))
@@ -200,3 +205,23 @@ def test_pti_candidates_spread_over_eta_start_across_batches(tiny, scene_path):
     assert np.abs(px[0] - np.asarray(first.image, dtype=np.int16)).max() <= 2
     assert np.abs(px[1] - np.asarray(last.image, dtype=np.int16)).max() <= 2
     assert np.abs(px[0] - px[1]).max() > 2  # they differ: the spread is real
+
+
+def test_the_most_steps_allowed_run(tiny, scene_path):
+    """1000 DDIM steps (the field's maximum) at strength 1: the SD scheduler config would place the
+    first at t = 1000, one past the model's last trained timestep."""
+    sch = schedule(tiny, 1000, 1.0)
+    assert all(0 <= t < tiny.num_train_timesteps for t in sch.timesteps)
+    assert len(set(sch.timesteps)) == len(sch.timesteps) == 999
+    assert schedule(tiny, 50, 1.0).timesteps == schedule(tiny, 50, 0.999).timesteps
+    # ddim: the inversion and the sampling both walk the 1000 steps
+    r = edit(tiny, str(scene_path), "a blue circle", method="ddim", seed=0, progress=False,
+             num_inference_steps=1000, strength=1.0)  # fmt: skip
+    assert np.isfinite(np.asarray(r.image, dtype=float)).all()
+
+
+def test_ddim_without_a_source_prompt_says_what_it_used(tiny, scene_path):
+    from imagic_kit import edit
+
+    with pytest.warns(UserWarning, match="ddim: no source prompt.*empty prompt"):
+        edit(tiny, scene_path, "a blue circle", method="ddim", seed=0, num_inference_steps=2)

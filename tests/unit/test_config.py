@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -12,7 +13,9 @@ from imagic_kit.config import (
     parse_set_args,
     to_dict,
 )
-from imagic_kit.errors import ConfigError
+from imagic_kit.errors import (
+    ConfigError,
+)
 from imagic_kit.registry import available_methods, get_method, make_config
 
 
@@ -95,7 +98,7 @@ def test_every_method_default_config_and_presets_are_valid(method):
 
 def test_preset_errors(tmp_path):
     with pytest.raises(
-        ConfigError, match="unknown preset 'nope' for method 'sdedit'; available: light, strong"
+        ConfigError, match="unknown preset 'nope' for method 'sdedit'; available: light, smoke, strong"
     ):
         make_config("sdedit", preset="nope")
     bad = tmp_path / "bad.yaml"
@@ -154,3 +157,46 @@ def test_imagic_presets_sample_as_documented():
     }
     got = {n: (c.candidates, c.num_inference_steps) for n, c in configs.items()}
     assert got == {"paper": (1, 50), "fast": (4, 35), "balanced": (12, 35), "thorough": (16, 50)}
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", float("nan"), math.inf])
+@pytest.mark.parametrize("field", ["guidance_scale", "strength", "restore_unedited"])
+def test_non_finite_numbers_are_refused(field, value):
+    with pytest.raises(ConfigError, match="finite number|expected"):
+        make_config("sdedit", **{field: value})
+
+
+def test_non_finite_values_are_refused_where_a_field_has_no_upper_bound_or_is_an_integer():
+    for field, value in (
+        ("lora_alpha", "inf"),
+        ("loss_weight_cap", "1e400"),
+        ("embedding_steps", "inf"),
+        ("embedding_steps", "nan"),
+        ("candidates", float("inf")),
+    ):
+        with pytest.raises(ConfigError):
+            make_config("imagic", **{field: value})
+
+
+def test_values_that_look_right_but_are_not(tmp_path):
+    with pytest.raises(ConfigError, match="expected int"):
+        make_config("sdedit", num_inference_steps="2.5e0")  # not silently 2
+    assert make_config("sdedit", num_inference_steps="1e2").num_inference_steps == 100
+    for bad in ([], ",", [1, [2]]):
+        with pytest.raises(ConfigError, match="lora_targets"):
+            make_config("imagic", lora_targets=bad)
+    bad_yaml = tmp_path / "p.yaml"
+    bad_yaml.write_bytes(b"\xff\xfe strength: 1")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        make_config("sdedit", preset=str(bad_yaml))
+    from imagic_kit.config import parse_set_args, parse_sweep
+
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_sweep(["guidance_scale=2,3", "guidance_scale=4"])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_set_args(["strength=0.2", "strength=0.3"])
+    from imagic_kit.threads import configure_threads
+
+    for n in (0, -1, 100_000):
+        with pytest.raises(ConfigError, match="threads"):
+            configure_threads(n)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import pytest
 import torch
+from PIL import Image
 
-from imagic_kit import load_backbone
-from imagic_kit.errors import ConfigError, ModelNotAvailableError
+from imagic_kit import edit, load_backbone
+from imagic_kit.errors import (
+    ConfigError,
+    ModelNotAvailableError,
+)
 from imagic_kit.models import backbone_presets, save_pipeline
 
 
@@ -92,7 +97,6 @@ def test_half_precision_backbone_keeps_vae_float32():
 
 def test_image_conditioned_backbone_builds_saves_and_samples(tmp_path):
     from diffusers import StableDiffusionImageVariationPipeline
-    from PIL import Image
 
     from imagic_kit.sampling import ddim_sample
 
@@ -114,7 +118,6 @@ def test_image_conditioned_backbone_builds_saves_and_samples(tmp_path):
 
 
 def test_text_method_on_image_model_is_refused(tmp_path, scene_path):
-    from imagic_kit import edit
     from imagic_kit.errors import ConfigError
 
     bb = load_backbone("tiny-random-variations", device="cpu")
@@ -194,3 +197,53 @@ def test_load_backbone_applies_an_explicit_thread_count(monkeypatch):
     finally:
         torch.set_num_threads(before)
         threads._configured = before
+
+
+def test_pickle_weights_load_only_with_a_warning(tiny, tmp_path):
+    from imagic_kit.models import load_backbone, to_pipeline
+
+    to_pipeline(tiny).save_pretrained(str(tmp_path / "bin"), safe_serialization=False)
+    assert (tmp_path / "bin" / "unet" / "diffusion_pytorch_model.bin").is_file()
+    with pytest.warns(UserWarning, match=r"no safetensors weights.*pickle"):
+        bb = load_backbone(str(tmp_path / "bin"), device="cpu")
+    assert bb.unet is not None
+    to_pipeline(tiny).save_pretrained(str(tmp_path / "st"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load_backbone(str(tmp_path / "st"), device="cpu")
+
+
+def test_unreachable_hub_fails_at_once_with_the_copy_instructions(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    from imagic_kit import models
+    from imagic_kit.models import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError, match=r"no connection to the hub.*--model DIR"):
+        models.load_backbone("someorg/not-here", device="cpu")
+
+
+def test_hub_probe_answers_false_for_a_closed_endpoint(monkeypatch):
+    from imagic_kit.models import hub
+
+    for v in hub._HUB_PROXY_VARS:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setattr(hub, "_hub_answer", None)
+    assert hub.hub_reachable(timeout=1.0) is False
+    monkeypatch.setattr(hub, "_hub_answer", None)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub.hub_reachable() is True  # behind a proxy the hub is not probed
+    monkeypatch.setattr(hub, "_hub_answer", None)
+
+
+def test_half_precision_on_the_cpu_warns():
+    from imagic_kit import load_backbone
+
+    with pytest.warns(UserWarning, match="bfloat16 on the CPU is several times slower"):
+        load_backbone("tiny-random", device="cpu", dtype="bfloat16")

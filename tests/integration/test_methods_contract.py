@@ -1,33 +1,30 @@
 """The contract every registered method passes (docs/design.md, "The method contract").
 
-Each method runs with a "quick" override set so the suite stays fast; a method added to the
-registry without an entry here fails the suite on purpose.
+Each method runs with its ``smoke`` preset (a few steps of every stage) so the suite stays fast; a
+method added to the registry without one fails the suite on purpose.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 from imagic_kit import available_methods, edit, get_method
 from imagic_kit.artifacts import Fit
 from imagic_kit.config import field_infos
 from imagic_kit.errors import ArtifactMismatchError, ConfigError
 
-QUICK = {
-    "sdedit": {"num_inference_steps": 6},
-    "ddim": {"num_inference_steps": 6},
-    "imagic": {
-        "embedding_steps": 4,
-        "finetune_steps": 4,
-        "num_inference_steps": 4,
-        "batch_size": 2,
-    },
-    "pti": {"num_inference_steps": 4, "tune_steps": 2},
-    "fastedit": {"finetune_steps": 2, "num_inference_steps": 4},
-    "null-text": {"num_inference_steps": 4, "tune_steps": 2},
-    "decor": {"finetune_steps": 4, "num_inference_steps": 4, "batch_size": 2, "candidates": 2},
-}
+
+def _smoke(method: str) -> dict:
+    """The method's ``smoke`` preset (configs/methods/<method>/smoke.yaml): a few steps of every
+    stage, the settings every test of a whole edit runs with."""
+    from imagic_kit.config import configs_dir
+
+    return yaml.safe_load((configs_dir() / "methods" / method / "smoke.yaml").read_text())
+
+
+QUICK = {m: _smoke(m) for m in available_methods()}
 #: A sample-stage change that must reuse the fit, per method.
 SAMPLE_CHANGE = {
     "sdedit": {"guidance_scale": 3.0},
@@ -40,8 +37,11 @@ SAMPLE_CHANGE = {
 }
 
 
-def test_every_method_has_quick_settings():
-    assert sorted(QUICK) == available_methods()
+def test_every_method_has_a_smoke_preset():
+    from imagic_kit.config import preset_names
+
+    for m in available_methods():
+        assert "smoke" in preset_names(m) and QUICK[m], m
 
 
 def px(img):

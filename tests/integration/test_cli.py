@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import one_line
 from PIL import Image
 
 from imagic_kit.cli import main
@@ -410,3 +411,73 @@ def test_a_saved_fit_that_does_not_match_is_refused_before_the_model_loads(
     code, _, err = run(capsys, *common, "--method", "sdedit", "-o", str(tmp_path / "c.png"),
                        "--artifacts", str(tmp_path / "fit"))  # fmt: skip
     one_line_error(code, err, "method differs: saved 'ddim', now 'sdedit'")
+
+
+def test_nan_on_the_command_line_writes_nothing(capsys, tmp_path, scene_path, no_model):
+    out = tmp_path / "o.png"
+    for value in ("nan", "inf", "-inf"):
+        one_line(
+            capsys,
+            ["edit", "--image", str(scene_path), "--prompt", "a blue circle", "--method",
+             "sdedit", "--set", f"guidance_scale={value}", "-o", str(out)],
+            "finite number",
+        )  # fmt: skip
+    one_line(
+        capsys,
+        ["edit", "--image", str(scene_path), "--prompt", "a blue circle", "--method", "sdedit",
+         "--sweep", "guidance_scale=3,nan", "-o", str(out)],
+        "finite number",
+    )  # fmt: skip
+    assert not out.exists()
+
+
+def test_unwritable_targets_are_found_before_the_model_loads(
+    capsys, tmp_path, scene_path, no_model
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    base = ["edit", "--image", str(scene_path), "--prompt", "a blue circle", "--method", "imagic"]
+    one_line(capsys, [*base, "-o", str(blocker / "out.png")], "is a file, not a folder")
+    (tmp_path / "dir.png").mkdir()
+    one_line(capsys, [*base, "-o", str(tmp_path / "dir.png")], "is a folder")
+    one_line(capsys, [*base, "--save-artifacts", str(blocker)], "is a file, not a folder")
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    one_line(capsys, [*base, "--save-artifacts", str(mine)], "not a saved fit")
+    one_line(capsys, [*base, "--prompt", "   "], "the prompt is empty")
+    one_line(capsys, [*base, "--threads", "0"], "--threads 0")
+    one_line(capsys, [*base, "--threads", "-2"], "--threads -2")
+    one_line(capsys, ["edit", "--image", str(tmp_path), "--prompt", "a", "--method", "sdedit"],
+             "is a folder")  # fmt: skip
+    assert (mine / "notes.txt").read_text() == "keep me" and blocker.read_text() == "mine"
+
+
+def test_the_input_image_is_never_an_output(capsys, tmp_path, scene_path, no_model):
+    before = scene_path.read_bytes()
+    base = ["edit", "--image", str(scene_path), "--prompt", "a blue circle", "--method", "sdedit"]
+    one_line(capsys, [*base, "-o", str(scene_path)], "is the input image")
+    # the same file by another spelling, and the further images of a sweep or of several images
+    other = scene_path.parent / "." / scene_path.name
+    one_line(capsys, [*base, "-o", str(other)], "is the input image")
+    named = scene_path.with_name("scene-1.png")
+    named.write_bytes(before)
+    one_line(
+        capsys,
+        ["edit", "--image", str(named), "--prompt", "a blue circle", "--method", "sdedit",
+         "--sweep", "strength=0.3,0.5", "-o", str(scene_path)],
+        "is the input image",
+    )  # fmt: skip
+    assert scene_path.read_bytes() == before and named.read_bytes() == before
+
+
+def test_quiet_means_no_loading_bars(capsys, tmp_path, scene_path, tiny):
+    from imagic_kit.models import to_pipeline
+
+    to_pipeline(tiny).save_pretrained(str(tmp_path / "model"))  # loads with diffusers' bars
+    capsys.readouterr()
+    code = main(["edit", "--image", str(scene_path), "--prompt", "a blue circle", "--method",
+                 "sdedit", "--model", str(tmp_path / "model"), "--seed", "0", "-q", "-o",
+                 str(tmp_path / "o.png")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "Loading" not in err and "it/s" not in err, err

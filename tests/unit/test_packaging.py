@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_subpackage_is_listed_in_pyproject():
@@ -50,3 +52,39 @@ def test_the_bench_command_is_registered_as_an_entry_point():
     assert scripts["entry-points"]["imagic_kit.commands"]["bench"] == (
         "imagic_kit.bench.command:COMMAND"
     )
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(out.stdout.split())
+
+
+def test_help_and_recipe_do_not_import_torch(tmp_path):
+    mods = _modules_after(
+        "import imagic_kit.cli as c\nc.build_parser()\nfrom imagic_kit.imaging import read_recipe"
+    )
+    assert "imagic_kit.cli" in mods and "torch" not in mods and "diffusers" not in mods
+
+
+def test_help_prints_without_torch():
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "imagic_kit", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "edit" in out.stdout
+    assert "| torch\n" not in out.stderr and " torch\n" not in out.stderr
+
+
+def test_package_names_still_load_on_use():
+    import imagic_kit
+
+    assert callable(imagic_kit.edit) and callable(imagic_kit.load_backbone)
+    assert "edit" in dir(imagic_kit)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        imagic_kit.no_such_name  # noqa: B018
