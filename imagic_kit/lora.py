@@ -145,9 +145,8 @@ def lora_applied(
     rescales it (``s`` times the fitted update; 1 at the start). A no-op when ``state`` is None.
 
     The adapter is merged into the weights it adapts, ``W = W0 + s * scale * B A``, and peft's
-    adapter branch is switched off: sampling then runs the UNet at the cost of the plain model (on
-    ``tiny-shapes`` a rank-16 LoRA on the convolutions, run unmerged, makes a forward pass 21%
-    slower; docs/methods/imagic.md#speed-where-the-time-goes-and-shorter-recipes). The original
+    adapter branch is switched off: sampling then runs the UNet at the cost of the plain model, not
+    of the model plus the adapter's branch (docs/methods/imagic.md#speed-where-the-time-goes-and-shorter-recipes). The original
     tensors are kept and put back afterwards, so the base weights come back bit for bit; the merged
     copies cost one more copy of the adapted modules' weights while the block runs.
     """

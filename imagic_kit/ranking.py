@@ -25,8 +25,8 @@ Each is standardised over the candidates (z-score) and they are summed with weig
 ``structure_weight`` and ``fidelity_weight``: scale-free, so the same ranking works with the
 embedded model's small CLIP and with a real CLIP ViT-L/14, whose cosines are all ~0.2-0.35. Without
 a CLIP model the text term is dropped (with a warning); ``rank_by="clip"`` alone is an error. This
-is the toolkit's choice, not a paper's: the terms, weights and the default number of candidates
-were measured on the shapes world (docs/methods/imagic.md, "Best of N and the ranking"). ``imagic-kit bench --judge-candidates`` records every
+is the toolkit's choice, not a paper's: the evidence for the terms and weights is in
+docs/methods/imagic.md, "Best of N and the ranking". ``imagic-kit bench --judge-candidates`` records every
 candidate's measures and the oracle's verdict, and ``scripts/rerank.py`` tries other rankings on
 them offline.
 

@@ -1,8 +1,8 @@
 """CPU thread policy.
 
 On small machines the biggest avoidable slow-down is oversubscription: two torch processes
-that each use every core fight over them and both run several times slower (measured with
-``scripts/bench_threads.py``; figures in docs/benchmarks.md, "CPU threads"). The policy, applied once at every entry
+that each use every core fight over them and both run several times slower (docs/benchmarks.md,
+"CPU threads"; ``scripts/bench_threads.py`` measures it). The policy, applied once at every entry
 point (CLI, scripts, tests):
 
 - ``IMAGIC_KIT_NUM_THREADS`` wins when set.

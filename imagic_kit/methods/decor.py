@@ -8,22 +8,20 @@ images, then generation from a target prompt projected away from what leaks.
     sample 2. The target prompt's text-encoder output X, every token row, padding included, is
               projected away from the unwanted words' directions: X' = X - a X V V^T, V the
               right-singular vectors of the unwanted tokens' encoder output, a = ``decor_strength``
-              (sec. 3; ``imagic_kit.decor``). From fresh noise, classifier-free guidance against the
+              (sec. 3; ``imagic_kit/projection.py``). From fresh noise, classifier-free guidance against the
               empty prompt, with the customised UNet.
 
 The unwanted words are ``decor_remove`` or, by default, the words of the source prompt that the
 target drops. The paper customises for personalisation and style; the toolkit's use is editing:
 the references are the input, the source prompt its caption, the target prompt the edit.
 
-The toolkit's choices, each measured on the shapes world (docs/methods/decor.md, "Choices and
-evidence"):
-- The customisation: a LoRA of rank 16 on the ResNet convolutions (as Imagic's), 1200 Adam steps
-  at a constant 2e-3, batch 4, the v-weighted loss: a customised model that holds the reference's
-  layout firmly, as the paper's starting point; the ``light`` preset (400 steps, cosine decay)
-  is a third of the fit (docs/methods/decor.md#customisation).
-- ``decor_strength`` 0.5 with the words' rows read in the source prompt
-  (docs/methods/decor.md#strength-and-context).
-- Best of 8, ranked by the shared ranking, and the restore of unedited pixels (``selection.py``).
+The toolkit's choices, one line each, with their evidence in docs/methods/decor.md:
+- the customisation: a LoRA on the ResNet convolutions (as Imagic's), constant learning rate, the
+  v-weighted loss: a customised model that holds the reference's layout firmly, as the paper's
+  starting point; the ``light`` preset trades some of it for time (#customisation);
+- the projection's strength, with the words' rows read in the source prompt
+  (#strength-and-context);
+- best of N by the shared ranking, and the restore of unedited pixels (``selection.py``).
 """
 
 from __future__ import annotations
@@ -32,16 +30,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import decor
+from .. import projection
 from ..artifacts import Fit
 from ..config import param, redeclare
-from ..decor import DecorConfig
 from ..lora import (
     CONV_TARGETS,
     check_targets,
     lora_applied,
 )
 from ..optim import denoising_loss
+from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
@@ -112,7 +110,9 @@ def fit(backbone, inputs, config: DecorMethodConfig, generator, progress) -> Fit
 def sample(
     backbone, fit: Fit, inputs, config: DecorMethodConfig, generator, progress
 ) -> torch.Tensor:
-    cond = decor.projector(backbone, inputs, config)(backbone.encode_prompt(inputs.prompt).float())
+    cond = projection.projector(backbone, inputs, config)(
+        backbone.encode_prompt(inputs.prompt).float()
+    )
     n = config.num_images_per_prompt
     x = backbone.randn(backbone.latent_shape(n), generator)
     with lora_applied(backbone.unet, fit.lora, fit.lora_spec):
@@ -138,7 +138,7 @@ register_method(
         sample=sample,
         source_prompt="required",
         fit_depends_on=("source_prompt",),
-        edit_facts=decor.facts,
+        edit_facts=projection.facts,
         max_images=16,
         paper="Jang et al., arXiv 2412.09169",
         main_field="decor_strength",

@@ -17,22 +17,19 @@ on timesteps chosen from the semantic gap between the image and the target text.
 One fit serves every target text that maps to the same timestep range; another text refits, and the
 edit says so. The chosen range and the distance go into the recipe.
 
-The paper's values are the ``paper`` preset. The toolkit's choices, each measured on the shapes
-world (docs/methods/fastedit.md, "Choices and evidence"):
-- The mapping from distance to range, which the paper does not publish: :func:`semantic_range`, a
-  window of ``range_width`` sliding down the schedule as the distance grows, on a grid of 1/20 so
-  that nearby texts share a fit; calibrated to keep the upper half for every shapes-world edit
-  (docs/methods/fastedit.md#timestep-range).
-- LoRA rank 16 on the ResNet convolutions, 85 AdamW steps at 2e-3, batch 4; the paper's attention
-  LoRA does not learn where the object is
-  (docs/methods/fastedit.md#a-lora-on-the-resnet-convolutions-85-steps-at-2e-3-batch-4).
-- ``ddim_eta`` 0.5, best of 8, the unedited pixels restored
-  (docs/methods/fastedit.md#sampler-and-best-of-8).
-- The LoRA at 0.7 after the first 30% of the sampling steps, as Imagic
-  (docs/methods/fastedit.md#late-lora-strength-07).
-- eta 0.8, the 8 candidates spread over eta ± 0.15 (``eta_spread``) and ranked
-  (docs/methods/fastedit.md#eta-08-the-candidates-spread-over-065-095).
-- The text feature rescaled to the image feature's norm before the blend, so that eta weighs
+The paper's values are the ``paper`` preset. The toolkit's choices, one line each, with their
+evidence in docs/methods/fastedit.md:
+- the mapping from distance to range, which the paper does not publish: :func:`semantic_range`, a
+  window of ``range_width`` sliding down the schedule as the distance grows, on a grid so that
+  nearby texts share a fit (#timestep-range);
+- a LoRA on the ResNet convolutions, where the paper's attention LoRA does not learn where the
+  object is (#a-lora-on-the-resnet-convolutions-85-steps-at-2e-3-batch-4);
+- DDIM with part of the DDPM noise, best of N, the unedited pixels restored
+  (#sampler-and-best-of-8);
+- the LoRA weakened for the late sampling steps, as Imagic (#late-lora-strength-07);
+- the candidates spread over eta (``eta_spread``) and ranked
+  (#eta-08-the-candidates-spread-over-065-095);
+- the text feature rescaled to the image feature's norm before the blend, so that eta weighs
   directions rather than magnitudes.
 """
 

@@ -12,36 +12,24 @@ interpolation.
 
 Notation: ``e_tgt``, ``e_opt`` and ``eta`` are the paper's e_tgt, ê_opt and η.
 
-Presets (``configs/methods/imagic/``): ``paper`` is the Stable Diffusion recipe reported for the
-paper (1000 embedding steps at lr 2e-3, 1500 full fine-tune steps at lr 5e-7, batch 1, one sample,
-none of the toolkit's additions), ``balanced`` the defaults, ``thorough`` the earlier defaults
-(400 + 600 steps at batch 4, best of 16 at 50 sampling steps: three times the time for the same
-success), ``fast`` (40 + 60 steps at batch 4, best of 4) about a third of the defaults' time.
+Presets (``configs/methods/imagic/``): ``paper`` is the paper's Stable Diffusion recipe (full
+fine-tuning, one sample, none of the toolkit's additions); the others trade time for success
+(docs/methods/imagic.md, "Defaults and presets").
 
-The toolkit's choices, each measured on the shapes world (docs/methods/imagic.md, "Choices and
-evidence", which has the figures and the reports):
-- LoRA rank 16 on the ResNet convolutions only, not the attention projections
-  (docs/methods/imagic.md#lora-on-the-resnet-convolutions).
-- 8 noisy copies of the input a step in both stages, with 60 embedding steps at Adam 1e-2 and 140
-  LoRA steps at 4e-3 with cosine decay: a step at batch 8 costs about 1.5 times one at batch 4, so
-  the same time sees about a third more samples, with less noise per step
-  (docs/methods/imagic.md#batch-8-few-steps).
-- Both stages weight the loss like a v-prediction loss, capped at 20 (``paper``: the eps loss)
-  (docs/methods/imagic.md#loss-weighting), and draw the timesteps in proportion to those weights
-  (``timestep_sampling=importance``): the same objective with less noise
-  (docs/methods/imagic.md#importance-sampled-timesteps).
-- Guidance 5 (docs/methods/imagic.md#guidance-5).
-- DDIM with half the DDPM noise at each step, ``ddim_eta`` 0.5 (docs/methods/imagic.md#sampler-ddim_eta-05).
-- eta 1.0 (docs/methods/imagic.md#interpolation-weight-eta-10).
-- The fine-tuning at strength 0.7 after the first 30% of the sampling steps
-  (docs/methods/imagic.md#late-fine-tuning-strength).
-- The best of 12 samples at 35 DDIM steps by CLIP score, outlines and fidelity (``selection.py``,
-  ``ranking.py``; docs/methods/imagic.md#best-of-n-and-the-ranking).
-- The unedited pixels copied back from the input, ``restore_unedited`` 0.12 (``restore.py``;
-  docs/methods/imagic.md#restoring-unedited-pixels).
-- DECOR's projection as an option (``decor_strength``, off by default; ``imagic_kit.decor``): the
-  interpolated embedding loses the directions of the words the target drops
-  (docs/methods/decor.md).
+The toolkit's choices, one line each, with their evidence in docs/methods/imagic.md:
+- a LoRA on the ResNet convolutions, not the attention projections (#lora-on-the-resnet-convolutions);
+- several noisy copies of the input per step, few steps (#batch-8-few-steps);
+- the loss weighted like a v-prediction loss, capped (#loss-weighting), with timesteps drawn in
+  proportion to those weights (#importance-sampled-timesteps);
+- guidance below SD's usual 7.5 (#guidance-5) and DDIM with part of the DDPM noise
+  (#sampler-ddim_eta-05);
+- the interpolation weight eta (#interpolation-weight-eta-10);
+- the fine-tuning weakened for the late sampling steps (#late-fine-tuning-strength);
+- best of N by CLIP score, outlines and fidelity (``selection.py``, ``ranking.py``;
+  #best-of-n-and-the-ranking) and the unedited pixels restored (``restore.py``;
+  #restoring-unedited-pixels);
+- DECOR's projection as an option (``decor_strength``, off by default; ``projection.py``;
+  docs/methods/decor.md).
 """
 
 from __future__ import annotations
@@ -51,10 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import decor
+from .. import projection
 from ..artifacts import Fit
 from ..config import param
-from ..decor import DecorConfig
 from ..errors import ArtifactMismatchError
 from ..lora import (
     CONV_TARGETS,
@@ -65,6 +52,7 @@ from ..lora import (
     lora_training,
 )
 from ..optim import denoising_loss, full_training, lr_schedule, optimize
+from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, default
@@ -235,7 +223,7 @@ def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress
     dev = backbone.device
     e_tgt, e_opt = fit.tensor("e_tgt", dev), fit.tensor("e_opt", dev)
     # DECOR's option: the interpolated embedding projected away from the unwanted words
-    cond = decor.projector(backbone, inputs, config)(
+    cond = projection.projector(backbone, inputs, config)(
         config.eta * e_tgt + (1.0 - config.eta) * e_opt
     )
     n = config.num_images_per_prompt
@@ -268,7 +256,7 @@ register_method(
         sample=sample,
         fit_depends_on=("prompt",),
         source_prompt="optional",  # only DECOR's option reads it (the words the target drops)
-        edit_facts=decor.facts,
+        edit_facts=projection.facts,
         paper="Kawar et al., arXiv 2210.09276",
         main_field="eta",
         title="Imagic",

@@ -14,18 +14,17 @@ The machinery (inversion, per-step tuning, the saved fit) is shared with null-te
 ``imagic_kit/inversion.py``; this module only says which embedding is tuned and how the editing
 condition is formed.
 
-No official code exists; the choices the paper leaves open are the toolkit's own, each measured on
-the shapes world (docs/methods/pti.md, "Choices and evidence"):
-- The inversion conditioned on the empty prompt (docs/methods/pti.md#inversion-prompt).
-- Up to 10 Adam steps per DDIM step at 2e-2, decaying to half, early stop at 1e-5 growing to ~1e-3
-  (docs/methods/pti.md#tuning-steps-and-learning-rate).
-- Guidance 7.5 for tuning and sampling (docs/methods/pti.md#guidance).
-- eta 1.0 (docs/methods/pti.md#interpolation-weight-eta).
-- ``eta_start``: the first steps run on c_t alone; 11 candidates spread it over [0, 0.5] and the
-  shared ranking keeps the best (docs/methods/pti.md#candidates-over-eta_start).
-- The unedited pixels restored, ``restore_unedited`` 0.12
-  (docs/methods/pti.md#restoring-unedited-pixels).
-- DECOR's projection as an option (``decor_strength``, off by default; ``imagic_kit.decor``),
+No official code exists; the choices the paper leaves open are the toolkit's own, one line each,
+with their evidence in docs/methods/pti.md:
+- the inversion conditioned on the empty prompt (#inversion-prompt);
+- a few Adam steps per DDIM step, the learning rate decaying, an early stop whose bound grows
+  along the schedule (#tuning-steps-and-learning-rate);
+- the same guidance for tuning and sampling (#guidance), and the interpolation weight eta
+  (#interpolation-weight-eta);
+- ``eta_start``: the first steps run on c_t alone; the candidates spread it, and the shared
+  ranking keeps the best (#candidates-over-eta_start);
+- the unedited pixels restored (#restoring-unedited-pixels);
+- DECOR's projection as an option (``decor_strength``, off by default; ``projection.py``),
   applied to each step's interpolated condition (docs/methods/decor.md).
 """
 
@@ -35,12 +34,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import decor
+from .. import projection
 from ..artifacts import Fit
 from ..config import param
-from ..decor import DecorConfig
 from ..errors import ConfigError
 from ..inversion import TunedInversionConfig, default, fit_tuned, tuned_conditions
+from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, images_per_prompt
@@ -116,7 +115,7 @@ def sample(backbone, fit: Fit, inputs, config: PTIConfig, generator, progress) -
         ]
     )
 
-    project = decor.projector(backbone, inputs, config)  # DECOR's option (identity when off)
+    project = projection.projector(backbone, inputs, config)  # DECOR's option (identity when off)
 
     def cond(i: int, t: int) -> torch.Tensor:
         eta = (config.eta * (i >= starts).float()).to(e_tgt).view(-1, 1, 1)
@@ -157,7 +156,7 @@ register_method(
         sample=sample,
         source_prompt="optional",
         fit_depends_on=_fit_inputs,
-        edit_facts=decor.facts,
+        edit_facts=projection.facts,
         paper="Dong et al., arXiv 2305.04441",
         main_field="eta",
         title="PTI",

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from imagic_kit import edit
-from imagic_kit.decor import directions, dropped_words, project_embeddings
 from imagic_kit.errors import ConfigError
+from imagic_kit.projection import directions, dropped_words, project_embeddings
 from imagic_kit.shapes import Scene, render
 
 IMAGE = render(Scene("circle", "red", "gray", 14, 18, 26, 3))[0]

@@ -98,7 +98,8 @@ def test_every_method_default_config_and_presets_are_valid(method):
 
 def test_preset_errors(tmp_path):
     with pytest.raises(
-        ConfigError, match="unknown preset 'nope' for method 'sdedit'; available: light, smoke, strong"
+        ConfigError,
+        match="unknown preset 'nope' for method 'sdedit'; available: light, smoke, strong",
     ):
         make_config("sdedit", preset="nope")
     bad = tmp_path / "bad.yaml"
