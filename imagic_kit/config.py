@@ -57,9 +57,31 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
+#: The config mixins whose fields methods share (best of N, the restore, fine-tuning, per-step
+#: tuning, DECOR's option), in the order :func:`default` searches them.
+SHARED_CONFIGS: list[type] = []
+
+
+def shared_config(cls: type) -> type:
+    """Class decorator: ``cls`` is a config mixin whose fields a method may give its own default
+    with :func:`default`."""
+    SHARED_CONFIGS.append(cls)
+    return cls
+
+
+def default(name: str, value: Any) -> Any:
+    """The shared field ``name`` (of whichever :func:`shared_config` mixin declares it) with the
+    method's own default ``value``: the help, the range and the stage stay the mixin's. The one
+    way a method config changes a shared field, e.g. ``candidates: int = default("candidates", 12)``."""
+    for base in SHARED_CONFIGS:
+        if any(f.name == name for f in fields(base)):
+            return redeclare(base, name, value)
+    known = sorted(f.name for base in SHARED_CONFIGS for f in fields(base))
+    raise TypeError(f"{name!r} is not a shared config field ({', '.join(known)})")
+
+
 def redeclare(base: type, name: str, value: Any) -> Any:
-    """Field ``name`` of the config class ``base`` with another default, for a subclass that
-    redeclares it: the help, the range and the stage stay the base's."""
+    """Field ``name`` of the config class ``base`` with another default (see :func:`default`)."""
     shared = {f.name: f for f in fields(base)}
     if name not in shared:
         raise TypeError(f"{name!r} is not a field of {base.__name__} ({', '.join(shared)})")

@@ -29,13 +29,14 @@ import torch.nn.functional as F
 
 from .artifacts import Fit
 from .backbone import Backbone
-from .config import param, redeclare
+from .config import param, shared_config
 from .errors import ArtifactMismatchError
 from .optim import optimize
 from .progress import SILENT, ProgressOptions
 from .sampling import Schedule, ddim_invert, ddim_step, schedule
 
 
+@shared_config
 @dataclass
 class TunedInversionConfig:
     """Fields shared by the methods that tune an embedding per DDIM step; each method redeclares
@@ -83,11 +84,6 @@ class TunedInversionConfig:
         min=0.0,
         max=1.0,
     )
-
-
-def default(name: str, value: object) -> object:
-    """The shared field ``name`` with another default, for a method config that redeclares it."""
-    return redeclare(TunedInversionConfig, name, value)
 
 
 def tune_schedule(config: TunedInversionConfig, j: int, k: int) -> tuple[float, float]:

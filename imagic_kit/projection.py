@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .config import param
+from .config import param, shared_config
 from .errors import ConfigError
 
 #: Words never treated as unwanted when they are found by comparing the prompts: dropping "a" for
@@ -114,6 +114,7 @@ def unwanted_rows(backbone, words: list[str], prompt: str | None, context: str) 
     return torch.cat(rows)
 
 
+@shared_config
 @dataclass
 class DecorConfig:
     """The DECOR option's fields, the same in every method that has it."""

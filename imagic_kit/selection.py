@@ -12,8 +12,8 @@ A method opts in by inheriting one of the config classes below; nothing is looke
   are kept (``ranking.py``). Deterministic samplers (DDIM from an inversion) take only
   :class:`RestoreConfig`: their candidates would all be the same image.
 
-A method that wants other defaults redeclares the field with :func:`default`, e.g.
-``candidates: int = default("candidates", 16)``: the help, the range and the stage stay the
+A method that wants other defaults redeclares the field with :func:`~imagic_kit.config.default`,
+e.g. ``candidates: int = default("candidates", 16)``: the help, the range and the stage stay the
 shared ones.
 
 ``edit()`` runs, after the fit:
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .config import param, redeclare
+from .config import param, shared_config
 from .errors import ConfigError, ModelNotAvailableError
 from .ranking import RANK_BY, Ranking, rank_candidates, rank_terms
 from .restore import restore_pixels
@@ -47,6 +47,7 @@ from .restore import restore_pixels
 SAMPLE_CHUNK = 8
 
 
+@shared_config
 @dataclass
 class RestoreConfig:
     """Config fields of the restore step; a method config inherits them."""
@@ -63,6 +64,7 @@ class RestoreConfig:
     )
 
 
+@shared_config
 @dataclass
 class BestOfNConfig(RestoreConfig):
     """Config fields of drawing several images and keeping the best; a method config inherits them."""
@@ -106,11 +108,6 @@ class BestOfNConfig(RestoreConfig):
         "(the embedded model ships one)",
         stage="sample",
     )
-
-
-def default(name: str, value: Any) -> Any:
-    """The shared field ``name`` with another default, for a method config that redeclares it."""
-    return redeclare(BestOfNConfig, name, value)
 
 
 def images_per_prompt(config: Any) -> int:

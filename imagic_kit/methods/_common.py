@@ -1,6 +1,7 @@
-"""Config fields shared by several methods (same name, help and range everywhere); each factory
-takes the method's default. The sampling and selection fields (best of N, the restore) are
-inherited from ``imagic_kit.selection`` instead."""
+"""Shared by several methods: the sampling fields each declares itself (same name, help and range
+everywhere; each factory takes the method's default), and the code that reads the fine-tuning
+fields of ``finetune.FineTuneConfig`` (the loss options, the one fine-tuning loop, the late-strength
+hook). Best of N and the restore come from ``selection``; fine-tuning fields from ``finetune``."""
 
 from __future__ import annotations
 
@@ -42,72 +43,6 @@ def eta(
     return param(default, help=help, stage="sample", min=-1.0, max=3.0)
 
 
-def lora_rank(default: int = 16):
-    return param(default, help="LoRA rank", stage="fit", min=1, max=512)
-
-
-def lora_alpha(default: float = 16.0):
-    return param(default, help="LoRA alpha (scale = alpha / rank)", stage="fit", min=0.0)
-
-
-def lora_targets(default: list[str], help: str):
-    return param(list(default), help=help, stage="fit", min=1)
-
-
-def batch_size(default: int):
-    return param(
-        default,
-        help="noise samples of the input image per optimisation step",
-        stage="fit",
-        min=1,
-        max=64,
-    )
-
-
-def finetune_schedule(default: str = "cosine"):
-    from ..optim import SCHEDULES
-
-    return param(
-        default,
-        help="learning-rate schedule of the fine-tuning: constant, or cosine decay to 0",
-        stage="fit",
-        choices=list(SCHEDULES),
-    )
-
-
-def loss_weighting(default: str = "v"):
-    from ..optim import LOSS_WEIGHTINGS
-
-    return param(
-        default,
-        help="timestep weighting of the fitting loss: eps (the standard loss), or v / x0 (weigh "
-        "noisy timesteps more: the input's layout and smooth texture are kept more precisely)",
-        stage="fit",
-        choices=list(LOSS_WEIGHTINGS),
-    )
-
-
-def loss_weight_cap(default: float = 20.0):
-    return param(
-        default,
-        help="upper bound of the v / x0 loss weights (relative to eps)",
-        stage="fit",
-        min=1.0,
-    )
-
-
-def timestep_sampling(default: str = "uniform"):
-    from ..optim import TIMESTEP_SAMPLINGS
-
-    return param(
-        default,
-        help="how the fitting loss draws its timesteps: uniform (the papers'), or importance (in "
-        "proportion to the loss weights, spread over the batch: the same objective, less noise)",
-        stage="fit",
-        choices=list(TIMESTEP_SAMPLINGS),
-    )
-
-
 def loss_options(config) -> dict:
     """The fitting loss's fields (``loss_weighting``, ``loss_weight_cap``, ``timestep_sampling``)
     as :func:`~imagic_kit.optim.denoising_loss` keywords: declared once above, read once here."""
@@ -116,29 +51,6 @@ def loss_options(config) -> dict:
         "weight_cap": config.loss_weight_cap,
         "timesteps": config.timestep_sampling,
     }
-
-
-def finetune_late_strength(default: float = 0.7):
-    return param(
-        default,
-        help="strength of the fine-tuning in the late, low-noise sampling steps (the LoRA's scale, "
-        "or the fine-tuned UNet's share of a blend with the pretrained one): 1 = as fitted, as in "
-        "the paper; lower lets the pretrained model draw the prompt's details",
-        stage="sample",
-        min=0.0,
-        max=2.0,
-    )
-
-
-def finetune_late_start(default: float = 0.3):
-    return param(
-        default,
-        help="fraction of the sampling steps, from the noisy end, run at full fine-tuning strength "
-        "before finetune_late_strength applies",
-        stage="sample",
-        min=0.0,
-        max=1.0,
-    )
 
 
 def late_strength_hook(config, set_strength):
@@ -155,17 +67,25 @@ def late_strength_hook(config, set_strength):
     return before_step
 
 
-def train_lora(backbone, fit, config, generator, progress, loss_fn, *, stage, optimizer="adam"):
-    """Train a LoRA on ``backbone.unet`` with ``loss_fn(step)`` and store it in ``fit`` (FastEdit's
-    fine-tuning, DECOR's customisation): the spec from ``lora_rank``/``lora_alpha``/``lora_targets``,
-    ``finetune_steps`` at ``finetune_lr`` with ``finetune_schedule``. The UNet is left as it was."""
+def train_unet(
+    backbone, fit, config, generator, progress, loss_fn, *, stage, full=False, optimizer="adam"
+):
+    """Fine-tune ``backbone.unet`` with ``loss_fn(step)`` and store the result in ``fit``: one loop,
+    a switch of what is trained. A LoRA (``full=False``: the spec from ``lora_rank``,
+    ``lora_alpha``, ``lora_targets``; ``fit.lora``) or every weight of the UNet in float32
+    (``full=True``; ``fit.unet_state``), ``finetune_steps`` at ``finetune_lr`` with
+    ``finetune_schedule`` (``finetune.FineTuneConfig``). The UNet is left as it was."""
     from ..lora import LoraSpec, lora_state_dict, lora_training
-    from ..optim import lr_schedule, optimize
+    from ..optim import full_training, lr_schedule, optimize
 
-    spec = LoraSpec(
-        rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
-    )
-    with lora_training(backbone.unet, spec, generator) as params, backbone.finetuning():
+    if full:
+        trainable, what, spec = full_training(backbone.unet), "the UNet weights", None
+    else:
+        spec = LoraSpec(
+            rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
+        )
+        trainable, what = lora_training(backbone.unet, spec, generator), "the LoRA weights"
+    with trainable as params, backbone.finetuning():
         optimize(
             params,
             loss_fn,
@@ -175,7 +95,13 @@ def train_lora(backbone, fit, config, generator, progress, loss_fn, *, stage, op
             optimizer=optimizer,
             progress=progress,
             stage=stage,
-            what="the LoRA weights",
+            what=what,
         )
-        fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
+        if full:
+            fit.unet_state = {
+                k: v.detach().to(backbone.dtype).cpu().clone()
+                for k, v in backbone.unet.state_dict().items()
+            }
+        else:
+            fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
     return fit

@@ -32,9 +32,9 @@ import torch
 
 from .. import projection
 from ..artifacts import Fit
-from ..config import param, redeclare
+from ..config import default
+from ..finetune import FineTuneConfig
 from ..lora import (
-    CONV_TARGETS,
     check_targets,
     lora_applied,
 )
@@ -42,49 +42,22 @@ from ..optim import denoising_loss
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
-from ..selection import BestOfNConfig, default
+from ..selection import BestOfNConfig
 from ._common import (
-    batch_size,
     ddim_eta,
-    finetune_schedule,
     guidance_scale,
-    lora_alpha,
-    lora_rank,
-    lora_targets,
     loss_options,
-    loss_weight_cap,
-    loss_weighting,
     num_inference_steps,
-    timestep_sampling,
-    train_lora,
+    train_unet,
 )
 
 
 @dataclass
-class DecorMethodConfig(BestOfNConfig, DecorConfig):
-    finetune_steps: int = param(
-        1200,
-        help="LoRA customisation steps on the reference image(s)",
-        stage="fit",
-        min=0,
-        max=100_000,
-    )
-    finetune_lr: float = param(
-        2e-3, help="Adam learning rate of the LoRA", stage="fit", min=0.0, max=1.0
-    )
-    finetune_schedule: str = finetune_schedule("constant")
-    lora_rank: int = lora_rank(16)
-    lora_alpha: float = lora_alpha(16.0)
-    lora_targets: list = lora_targets(
-        CONV_TARGETS,
-        help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = the attention "
-        "projections, the usual SD LoRA)",
-    )
-    loss_weighting: str = loss_weighting("v")
-    loss_weight_cap: float = loss_weight_cap(20.0)
-    timestep_sampling: str = timestep_sampling("uniform")
-    batch_size: int = batch_size(4)
-    decor_strength: float = redeclare(DecorConfig, "decor_strength", 0.5)
+class DecorMethodConfig(BestOfNConfig, FineTuneConfig, DecorConfig):
+    finetune_steps: int = default("finetune_steps", 1200)
+    finetune_lr: float = default("finetune_lr", 2e-3)
+    finetune_schedule: str = default("finetune_schedule", "constant")
+    decor_strength: float = default("decor_strength", 0.5)
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(50)
     ddim_eta: float = ddim_eta(0.5)
@@ -104,7 +77,7 @@ def fit(backbone, inputs, config: DecorMethodConfig, generator, progress) -> Fit
         generator,
         **loss_options(config),
     )
-    return train_lora(backbone, Fit(), config, generator, progress, loss, stage="customise-lora")
+    return train_unet(backbone, Fit(), config, generator, progress, loss, stage="customise-lora")
 
 
 def sample(

@@ -40,35 +40,24 @@ from dataclasses import dataclass
 import torch
 
 from ..artifacts import Fit
-from ..config import param
+from ..config import default, param
 from ..errors import ConfigError, ModelNotAvailableError
+from ..finetune import FineTuneConfig, LateStrengthConfig
 from ..lora import check_targets, lora_applied
 from ..optim import denoising_loss
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
-from ..selection import BestOfNConfig, default
+from ..selection import BestOfNConfig
 from ._common import (
-    batch_size,
     ddim_eta,
     eta,
-    finetune_late_start,
-    finetune_late_strength,
-    finetune_schedule,
     guidance_scale,
     late_strength_hook,
-    lora_alpha,
-    lora_rank,
-    lora_targets,
     loss_options,
-    loss_weight_cap,
-    loss_weighting,
     num_inference_steps,
-    timestep_sampling,
-    train_lora,
+    train_unet,
 )
 
-ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-CONV_TARGETS = ("conv1", "conv2")
 #: The semantic range moves on a grid of this fraction of the schedule, so that texts at nearly the
 #: same distance map to the same range and share a fit.
 RANGE_GRID = 1 / 20
@@ -101,7 +90,7 @@ def _check_timesteps(value: str) -> str | None:
 
 
 @dataclass
-class FastEditConfig(BestOfNConfig):
+class FastEditConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig):
     timesteps: str = param(
         "semantic",
         help="the fine-tuning's timestep range: semantic (chosen from the CLIP distance between "
@@ -132,32 +121,10 @@ class FastEditConfig(BestOfNConfig):
         min=RANGE_GRID,
         max=1.0,
     )
-    finetune_steps: int = param(
-        85,
-        help="LoRA fine-tuning steps (the paper's: 50)",
-        stage="fit",
-        min=0,
-        max=100_000,
-    )
-    finetune_lr: float = param(
-        2e-3,
-        help="AdamW learning rate of the LoRA (the paper's: 4e-4)",
-        stage="fit",
-        min=0.0,
-        max=1.0,
-    )
-    finetune_schedule: str = finetune_schedule("constant")
-    loss_weighting: str = loss_weighting("eps")
-    loss_weight_cap: float = loss_weight_cap(20.0)
-    timestep_sampling: str = timestep_sampling("uniform")
-    lora_rank: int = lora_rank(16)
-    lora_alpha: float = lora_alpha(16.0)
-    lora_targets: list = lora_targets(
-        CONV_TARGETS,
-        help="UNet modules that get a LoRA (comma list; the ResNet convolutions conv1,conv2; the "
-        "paper's: the attention projections to_q,to_k,to_v,to_out.0)",
-    )
-    batch_size: int = batch_size(4)
+    finetune_steps: int = default("finetune_steps", 85)
+    finetune_lr: float = default("finetune_lr", 2e-3)
+    finetune_schedule: str = default("finetune_schedule", "constant")
+    loss_weighting: str = default("loss_weighting", "eps")
     text_clip: str = param(
         "",
         help="CLIP model (folder or hub id) whose text tower gives the target text's feature; it "
@@ -176,8 +143,6 @@ class FastEditConfig(BestOfNConfig):
         min=0.0,
         max=1.0,
     )
-    finetune_late_strength: float = finetune_late_strength(0.7)
-    finetune_late_start: float = finetune_late_start(0.3)
     guidance_scale: float = guidance_scale(3.0)
     num_inference_steps: int = num_inference_steps(50)
     ddim_eta: float = ddim_eta(0.5)
@@ -277,7 +242,7 @@ def fit(backbone, inputs, config: FastEditConfig, generator, progress) -> Fit:
         t_high=t_high,
         **loss_options(config),
     )
-    train_lora(backbone, fit, config, generator, progress, loss, stage="finetune-lora",
+    train_unet(backbone, fit, config, generator, progress, loss, stage="finetune-lora",
                optimizer="adamw")  # fmt: skip
     return fit
 

@@ -41,43 +41,31 @@ import torch
 
 from .. import projection
 from ..artifacts import Fit
-from ..config import param
+from ..config import default, param
 from ..errors import ArtifactMismatchError
+from ..finetune import FineTuneConfig, LateStrengthConfig
 from ..lora import (
-    CONV_TARGETS,
-    LoraSpec,
     check_targets,
     lora_applied,
-    lora_state_dict,
-    lora_training,
 )
-from ..optim import denoising_loss, full_training, lr_schedule, optimize
+from ..optim import denoising_loss, optimize
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
-from ..selection import BestOfNConfig, default
+from ..selection import BestOfNConfig
 from ._common import (
-    batch_size,
     ddim_eta,
     eta,
-    finetune_late_start,
-    finetune_late_strength,
-    finetune_schedule,
     guidance_scale,
     late_strength_hook,
-    lora_alpha,
-    lora_rank,
-    lora_targets,
     loss_options,
-    loss_weight_cap,
-    loss_weighting,
     num_inference_steps,
-    timestep_sampling,
+    train_unet,
 )
 
 
 @dataclass
-class ImagicConfig(BestOfNConfig, DecorConfig):
+class ImagicConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig, DecorConfig):
     embedding_steps: int = param(
         60, help="steps of text-embedding optimisation (sec. 3.1)", stage="fit", min=0, max=100_000
     )
@@ -90,34 +78,16 @@ class ImagicConfig(BestOfNConfig, DecorConfig):
         stage="fit",
         choices=["lora", "full", "none"],
     )
-    finetune_steps: int = param(
-        140, help="UNet fine-tuning steps (sec. 3.2)", stage="fit", min=0, max=100_000
-    )
-    finetune_lr: float = param(
-        4e-3,
-        help="learning rate of the fine-tuning (LoRA ~1e-4..1e-3, full ~1e-6)",
-        stage="fit",
-        min=0.0,
-        max=1.0,
-    )
-    finetune_schedule: str = finetune_schedule("cosine")
-    lora_rank: int = lora_rank(16)
-    lora_alpha: float = lora_alpha(16.0)
-    lora_targets: list = lora_targets(
-        CONV_TARGETS,
-        help="UNet modules that get a LoRA (comma list; to_q,to_k,to_v,to_out.0 = the attention "
-        "projections, the usual SD LoRA)",
-    )
-    loss_weighting: str = loss_weighting("v")
-    loss_weight_cap: float = loss_weight_cap(20.0)
-    timestep_sampling: str = timestep_sampling("importance")
-    batch_size: int = batch_size(8)
+    finetune_steps: int = default("finetune_steps", 140)
+    finetune_lr: float = default("finetune_lr", 4e-3)
+    finetune_schedule: str = default("finetune_schedule", "cosine")
+    loss_weighting: str = default("loss_weighting", "v")
+    timestep_sampling: str = default("timestep_sampling", "importance")
+    batch_size: int = default("batch_size", 8)
     gradient_checkpointing: bool = param(
         False, help="trade compute for memory on large UNets", stage="fit"
     )
     eta: float = eta(1.0)
-    finetune_late_strength: float = finetune_late_strength(0.7)
-    finetune_late_start: float = finetune_late_start(0.3)
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(35)
     ddim_eta: float = ddim_eta(0.5)
@@ -161,33 +131,18 @@ def fit(backbone, inputs, config: ImagicConfig, generator, progress) -> Fit:
     # 2. model fine-tuning on e_opt
     if config.finetune == "none" or config.finetune_steps == 0:
         return fit
-    lora = config.finetune == "lora"
-    if lora:
-        spec = LoraSpec(
-            rank=config.lora_rank, alpha=config.lora_alpha, target_modules=list(config.lora_targets)
-        )
-        trainable = lora_training(backbone.unet, spec, generator)
-    else:
-        trainable = full_training(backbone.unet)
-    with trainable as params, backbone.finetuning():
-        optimize(
-            params,
-            lambda step: loss(e_opt),
-            steps=config.finetune_steps,
-            lr=config.finetune_lr,
-            lr_fn=lr_schedule(config.finetune_schedule, config.finetune_lr, config.finetune_steps),
-            progress=progress,
-            stage=f"finetune-{config.finetune}",
-            what="the LoRA weights" if lora else "the UNet weights",
-        )
-        if lora:
-            fit.lora, fit.lora_spec = lora_state_dict(backbone.unet), spec
-        else:
-            fit.unet_state = {
-                k: v.detach().to(backbone.dtype).cpu().clone()
-                for k, v in backbone.unet.state_dict().items()
-            }
-    return fit
+    loss_fn = lambda step: loss(e_opt)  # noqa: E731
+    stage = f"finetune-{config.finetune}"
+    return train_unet(
+        backbone,
+        fit,
+        config,
+        generator,
+        progress,
+        loss_fn,
+        stage=stage,
+        full=config.finetune == "full",
+    )
 
 
 @contextlib.contextmanager

@@ -36,14 +36,13 @@ import torch
 
 from .. import projection
 from ..artifacts import Fit
-from ..config import param
+from ..config import default, param
 from ..errors import ConfigError
-from ..inversion import TunedInversionConfig, default, fit_tuned, tuned_conditions
+from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
 from ..selection import BestOfNConfig, images_per_prompt
-from ..selection import default as selection_default
 from ._common import eta
 
 INVERSION_PROMPTS = ("empty", "target", "source")
@@ -70,8 +69,8 @@ class PTIConfig(BestOfNConfig, TunedInversionConfig, DecorConfig):
         max=1.0,
     )
     tune_lr: float = default("tune_lr", 2e-2)
-    candidates: int = selection_default("candidates", 11)
-    restore_unedited: float = selection_default("restore_unedited", 0.12)
+    candidates: int = default("candidates", 11)
+    restore_unedited: float = default("restore_unedited", 0.12)
 
 
 def _inversion_text(inputs, config: PTIConfig) -> str:

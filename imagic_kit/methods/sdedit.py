@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from ..artifacts import Fit
-from ..config import param
+from ..config import default, param
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample, schedule
-from ..selection import BestOfNConfig, default
+from ..selection import BestOfNConfig
 from ._common import ddim_eta, guidance_scale, num_inference_steps
 
 
