@@ -68,8 +68,9 @@ class Backbone:
         """Take ``other``'s facts about the model (revision, CLIP, checks, examples, note), for a
         backbone made from its modules."""
         self.revision = other.revision
-        for name in ("clip_path", "check_input", "unknown_words", "examples", "note"):
+        for name in ("clip_path", "check_input", "examples", "note"):
             setattr(self, name, getattr(other, name))
+        self.unknown_words = self.unknown_words or other.unknown_words  # its own tokenizer's first
         self.timing_only = other.timing_only
         self.resources = list(other.resources)
         return self

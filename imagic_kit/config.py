@@ -69,27 +69,37 @@ def shared_config(cls: type) -> type:
     return cls
 
 
-def default(name: str, value: Any) -> Any:
-    """The shared field ``name`` (of whichever :func:`shared_config` mixin declares it) with the
-    method's own default ``value``: the help, the range and the stage stay the mixin's. The one
-    way a method config changes a shared field, e.g. ``candidates: int = default("candidates", 12)``."""
-    for base in SHARED_CONFIGS:
-        if any(f.name == name for f in fields(base)):
-            return redeclare(base, name, value)
-    known = sorted(f.name for base in SHARED_CONFIGS for f in fields(base))
-    raise TypeError(f"{name!r} is not a shared config field ({', '.join(known)})")
+def default(name: str, value: Any, help: str | None = None) -> Any:
+    """The shared field ``name`` (of the :func:`shared_config` mixin that declares it) with the
+    method's own default ``value``, and its own ``help`` if given: the range and the stage stay the
+    mixin's. The one way a method config changes a shared field, e.g.
+    ``candidates: int = default("candidates", 12)``."""
+    owners = [base for base in SHARED_CONFIGS if any(f.name == name for f in fields(base))]
+    if not owners:
+        known = sorted(f.name for base in SHARED_CONFIGS for f in fields(base))
+        raise TypeError(f"{name!r} is not a shared config field ({', '.join(known)})")
+    # a mixin that extends another (BestOfNConfig extends RestoreConfig) owns its base's fields too
+    roots = [b for b in owners if not any(o is not b and issubclass(b, o) for o in owners)]
+    if len(roots) > 1:
+        raise TypeError(
+            f"{name!r} is declared by {', '.join(b.__name__ for b in roots)}: rename one"
+        )
+    return redeclare(roots[0], name, value, help)
 
 
-def redeclare(base: type, name: str, value: Any) -> Any:
+def redeclare(base: type, name: str, value: Any, help: str | None = None) -> Any:
     """Field ``name`` of the config class ``base`` with another default (see :func:`default`)."""
     shared = {f.name: f for f in fields(base)}
     if name not in shared:
         raise TypeError(f"{name!r} is not a field of {base.__name__} ({', '.join(shared)})")
+    meta = dict(shared[name].metadata)
+    if help is not None:
+        meta["help"] = help
     if isinstance(value, list | dict):
         return dataclasses.field(
-            default_factory=lambda: typing.cast(Any, value).copy(), metadata=shared[name].metadata
+            default_factory=lambda: typing.cast(Any, value).copy(), metadata=meta
         )
-    return dataclasses.field(default=value, metadata=shared[name].metadata)
+    return dataclasses.field(default=value, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -105,14 +115,21 @@ class FieldInfo:
     check: typing.Callable[[Any], str | None] | None = None
 
 
-def _introduced_by(config_cls: type) -> dict[str, int]:
-    """For each field, the position in ``config_cls``'s MRO of the class that first declared it
-    (0 = the config class itself, higher = a shared base such as ``selection.BestOfNConfig``)."""
-    depth: dict[str, int] = {}
+def _introduced_by(config_cls: type) -> dict[str, tuple[int, int]]:
+    """For each field, where it is shown: ``(d, 0)`` with ``d`` the position in ``config_cls``'s MRO
+    of the class that first declared it (0 = the config class itself, higher = a shared base such
+    as ``selection.BestOfNConfig``); the fields of a base marked ``shown_as_own`` (the fine-tuning
+    fields) that the config class writes out count as its own, ``(0, i)`` at their place there."""
+    depth: dict[str, tuple[int, int]] = {}
+    owner: dict[str, type] = {}
     for i, klass in enumerate(config_cls.__mro__):
         if dataclasses.is_dataclass(klass):
             for f in fields(klass):
-                depth[f.name] = i
+                depth[f.name], owner[f.name] = (i, 0), klass
+    own = list(config_cls.__dict__.get("__annotations__", {}))
+    for i, name in enumerate(own):
+        if depth.get(name, (0, 0))[0] == 0 or getattr(owner.get(name), "shown_as_own", False):
+            depth[name] = (0, i)
     return depth
 
 

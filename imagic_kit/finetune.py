@@ -23,6 +23,9 @@ class FineTuneConfig:
     """Fields of fine-tuning the UNet (a LoRA, or the whole UNet where a method offers it) with the
     denoising loss on the input image(s)."""
 
+    #: A method lists these fields among its own (``config.field_infos``): they are its fit.
+    shown_as_own = True
+
     finetune_steps: int = param(
         100, help="UNet fine-tuning steps on the input", stage="fit", min=0, max=100_000
     )
@@ -78,6 +81,8 @@ class FineTuneConfig:
 @dataclass
 class LateStrengthConfig:
     """Fields of weakening a fitted fine-tuning for the late sampling steps (Imagic, FastEdit)."""
+
+    shown_as_own = True
 
     finetune_late_strength: float = param(
         0.7,

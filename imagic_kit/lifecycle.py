@@ -1,7 +1,7 @@
 """One edit's lifecycle, the same under every front end: check, fit or reuse, draw, select, recipe.
 
-The CLI, ``edit()``, the pipelines (``pipelines.py``), the demo, batch runs and the benchmark all
-go through the two functions here::
+The CLI, ``edit()``, the pipelines (``pipelines/``), the demo, batch runs and the benchmark all
+go through two functions: ``request.prepare`` and :func:`run` here::
 
     prepare(...)  -> EditRequest     the checks that need no model: the method, its config, the
                                      prompts, the images (read now), the seed, where a fit is saved,
@@ -16,8 +16,8 @@ go through the two functions here::
 
 A fit depends on the method, the model, the input image(s), the fit-stage config and the inputs the
 method names (``MethodSpec.fit_depends_on``: Imagic's target prompt, FastEdit's timestep range);
-:func:`fit_key` is exactly that, the key a saved fit is checked with. :class:`FitCache` is the one
-place fits are kept in memory.
+``fit_cache.fit_key`` is exactly that, the key a saved fit is checked with. ``fit_cache.FitCache`` is
+the one place fits are kept in memory.
 """
 
 from __future__ import annotations

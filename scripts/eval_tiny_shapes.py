@@ -96,7 +96,7 @@ def eval_t2i(bb, seeds: int, guidance: float, steps: int) -> dict:
 def eval_clip(bb, n: int = 500, seed: int = 4242) -> dict:
     from transformers import CLIPModel
 
-    model = CLIPModel.from_pretrained(bb.extras["clip_path"]).eval()
+    model = CLIPModel.from_pretrained(bb.clip_path).eval()
     caps = all_captions(with_background=True)
     ids = bb.tokenize(caps, warn=False)
 

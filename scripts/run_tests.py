@@ -23,10 +23,8 @@ from setup_env import ROOT, ensure  # noqa: E402
 def main() -> int:
     py = ensure(["dev"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    args = sys.argv[1:]
-    if not any(Path(ROOT, a.split("::")[0]).exists() for a in args if not a.startswith("-")):
-        args += ["tests/unit", "tests/integration"]
-    return subprocess.run([str(py), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
+    # without paths pytest runs the testpaths of pyproject.toml: tests/unit and tests/integration
+    return subprocess.run([str(py), "-m", "pytest", *sys.argv[1:]], cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from ..artifacts import Fit
 from ..config import default
 from ..finetune import FineTuneConfig
 from ..lora import (
+    CONV_TARGETS,
     check_targets,
     lora_applied,
 )
@@ -54,9 +55,18 @@ from ._common import (
 
 @dataclass
 class DecorMethodConfig(BestOfNConfig, FineTuneConfig, DecorConfig):
-    finetune_steps: int = default("finetune_steps", 1200)
-    finetune_lr: float = default("finetune_lr", 2e-3)
+    finetune_steps: int = default(
+        "finetune_steps", 1200, help="LoRA customisation steps on the reference image(s)"
+    )
+    finetune_lr: float = default("finetune_lr", 2e-3, help="Adam learning rate of the LoRA")
     finetune_schedule: str = default("finetune_schedule", "constant")
+    lora_rank: int = default("lora_rank", 16)
+    lora_alpha: float = default("lora_alpha", 16.0)
+    lora_targets: list = default("lora_targets", list(CONV_TARGETS))
+    loss_weighting: str = default("loss_weighting", "v")
+    loss_weight_cap: float = default("loss_weight_cap", 20.0)
+    timestep_sampling: str = default("timestep_sampling", "uniform")
+    batch_size: int = default("batch_size", 4)
     decor_strength: float = default("decor_strength", 0.5)
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(50)

@@ -43,7 +43,7 @@ from ..artifacts import Fit
 from ..config import default, param
 from ..errors import ConfigError, ModelNotAvailableError
 from ..finetune import FineTuneConfig, LateStrengthConfig
-from ..lora import check_targets, lora_applied
+from ..lora import CONV_TARGETS, check_targets, lora_applied
 from ..optim import denoising_loss
 from ..registry import MethodSpec, register_method
 from ..sampling import ddim_sample
@@ -121,10 +121,20 @@ class FastEditConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig):
         min=RANGE_GRID,
         max=1.0,
     )
-    finetune_steps: int = default("finetune_steps", 85)
-    finetune_lr: float = default("finetune_lr", 2e-3)
+    finetune_steps: int = default(
+        "finetune_steps", 85, help="LoRA fine-tuning steps on the input (the paper's: 50)"
+    )
+    finetune_lr: float = default(
+        "finetune_lr", 2e-3, help="AdamW learning rate of the LoRA (the paper's: 4e-4)"
+    )
     finetune_schedule: str = default("finetune_schedule", "constant")
     loss_weighting: str = default("loss_weighting", "eps")
+    loss_weight_cap: float = default("loss_weight_cap", 20.0)
+    timestep_sampling: str = default("timestep_sampling", "uniform")
+    lora_rank: int = default("lora_rank", 16)
+    lora_alpha: float = default("lora_alpha", 16.0)
+    lora_targets: list = default("lora_targets", list(CONV_TARGETS))
+    batch_size: int = default("batch_size", 4)
     text_clip: str = param(
         "",
         help="CLIP model (folder or hub id) whose text tower gives the target text's feature; it "
@@ -143,6 +153,8 @@ class FastEditConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig):
         min=0.0,
         max=1.0,
     )
+    finetune_late_strength: float = default("finetune_late_strength", 0.7)
+    finetune_late_start: float = default("finetune_late_start", 0.3)
     guidance_scale: float = guidance_scale(3.0)
     num_inference_steps: int = num_inference_steps(50)
     ddim_eta: float = ddim_eta(0.5)

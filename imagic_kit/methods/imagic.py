@@ -45,6 +45,7 @@ from ..config import default, param
 from ..errors import ArtifactMismatchError
 from ..finetune import FineTuneConfig, LateStrengthConfig
 from ..lora import (
+    CONV_TARGETS,
     check_targets,
     lora_applied,
 )
@@ -78,16 +79,24 @@ class ImagicConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig, DecorConfi
         stage="fit",
         choices=["lora", "full", "none"],
     )
-    finetune_steps: int = default("finetune_steps", 140)
+    finetune_steps: int = default(
+        "finetune_steps", 140, help="UNet fine-tuning steps on the input (sec. 3.2)"
+    )
     finetune_lr: float = default("finetune_lr", 4e-3)
     finetune_schedule: str = default("finetune_schedule", "cosine")
+    lora_rank: int = default("lora_rank", 16)
+    lora_alpha: float = default("lora_alpha", 16.0)
+    lora_targets: list = default("lora_targets", list(CONV_TARGETS))
     loss_weighting: str = default("loss_weighting", "v")
+    loss_weight_cap: float = default("loss_weight_cap", 20.0)
     timestep_sampling: str = default("timestep_sampling", "importance")
     batch_size: int = default("batch_size", 8)
     gradient_checkpointing: bool = param(
         False, help="trade compute for memory on large UNets", stage="fit"
     )
     eta: float = eta(1.0)
+    finetune_late_strength: float = default("finetune_late_strength", 0.7)
+    finetune_late_start: float = default("finetune_late_start", 0.3)
     guidance_scale: float = guidance_scale(5.0)
     num_inference_steps: int = num_inference_steps(35)
     ddim_eta: float = ddim_eta(0.5)

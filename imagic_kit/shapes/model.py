@@ -43,8 +43,7 @@ def describe(backbone: Any) -> Any:
     """Give ``backbone`` the embedded model's input check, examples and note."""
     from .world import Scene, render
 
-    name = backbone.model_id
-    backbone.check_input = lambda images: check_input(images, name)
+    backbone.check_input = lambda images, bb=backbone: check_input(images, bb.model_id)
     backbone.examples = [(render(Scene(**scene))[0], prompt) for scene, prompt in EXAMPLES]
     backbone.note = NOTE
     return backbone
