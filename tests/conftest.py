@@ -8,8 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 from imagic_kit.threads import configure_threads  # noqa: E402
 
@@ -84,3 +88,28 @@ def no_model(monkeypatch):
         raise AssertionError("the model was loaded before the refusal")
 
     monkeypatch.setattr("imagic_kit.models.load_backbone", refuse)
+
+
+def photo_like(seed: int) -> Image.Image:
+    """A blurred photo-like picture (noise and coloured blobs): not a shapes-world scene."""
+    rng = np.random.default_rng(seed)
+    g = rng.normal(0, 1, (6, 6, 3))
+    im = Image.fromarray(np.uint8(np.clip(128 + 60 * g, 0, 255))).resize((64, 64), Image.BICUBIC)
+    d = ImageDraw.Draw(im)
+    for _ in range(5):
+        x, y = rng.integers(0, 60, 2)
+        w, h = rng.integers(5, 25, 2)
+        d.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return im.filter(ImageFilter.GaussianBlur(1))
+
+
+def manifest(folder: Path, rows: list[str], name: str = "m.csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(
+        Path(__file__).resolve().parent.parent / "assets" / "example.png", folder / "ex.png"
+    )
+    path = folder / name
+    path.write_text(
+        "image,prompt,method,seed,strength,num_inference_steps,output\n" + "\n".join(rows) + "\n"
+    )
+    return path

@@ -251,6 +251,26 @@ class EditPipeline(ModuleHandling, DiffusionPipeline):
             )
         return generator.initial_seed()
 
+    def _request(
+        self, image, prompt, source_prompt, generator, seed, config, preset, save_artifacts, resize,
+        fields, **lifecycle,
+    ):  # fmt: skip
+        """The call's arguments checked into a request (``request.prepare``), the method and the
+        seed taken from the pipeline and the generator."""
+        return prepare(
+            image,
+            prompt,
+            method=self._method(fields),
+            source_prompt=source_prompt,
+            seed=self._seed(generator, seed),
+            config=config,
+            preset=preset,
+            save_artifacts=save_artifacts,
+            resize=resize,
+            **lifecycle,
+            **fields,
+        )
+
     def fit(
         self,
         image: Any,
@@ -269,18 +289,10 @@ class EditPipeline(ModuleHandling, DiffusionPipeline):
     ) -> Fit:
         """Learn what the method needs from ``image`` (and ``prompt`` where its fit depends on
         it), keep it for later calls and return it. ``**fit_fields``: config fields, as ``edit``."""
-        req = prepare(
-            image,
-            prompt,
-            method=self._method(fit_fields),
-            source_prompt=source_prompt,
-            seed=self._seed(generator, seed),
-            config=config,
-            preset=preset,
-            save_artifacts=save_artifacts,
-            resize=resize,
-            **fit_fields,
-        )
+        req = self._request(
+            image, prompt, source_prompt, generator, seed, config, preset, save_artifacts, resize,
+            fit_fields,
+        )  # fmt: skip
         try:
             return fit_only(
                 self.backbone,
@@ -336,20 +348,10 @@ class EditPipeline(ModuleHandling, DiffusionPipeline):
             )
         if num_inference_steps is not None:
             fields["num_inference_steps"] = num_inference_steps
-        req = prepare(
-            image,
-            prompt,
-            method=self._method(fields),
-            source_prompt=source_prompt,
-            seed=self._seed(generator, seed),
-            config=config,
-            preset=preset,
-            artifacts=fit,
-            save_artifacts=save_artifacts,
-            resize=resize,
-            fit_settings_from_artifacts=True,
-            **fields,
-        )
+        req = self._request(
+            image, prompt, source_prompt, generator, seed, config, preset, save_artifacts, resize,
+            fields, artifacts=fit, fit_settings_from_artifacts=True,
+        )  # fmt: skip
         step_end = None
         if callback_on_step_end is not None:
 

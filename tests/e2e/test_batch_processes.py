@@ -12,20 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import manifest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 EXAMPLE = ROOT / "assets" / "example.png"
-
-
-def manifest(folder: Path, rows: list[str], name: str = "m.csv") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(EXAMPLE, folder / "ex.png")
-    path = folder / name
-    path.write_text(
-        "image,prompt,method,seed,strength,num_inference_steps,output\n" + "\n".join(rows) + "\n"
-    )
-    return path
 
 
 GOOD = [

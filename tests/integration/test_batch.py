@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import manifest
 from PIL import Image
 
 from imagic_kit.batch.manifest import read_manifest
@@ -16,16 +17,6 @@ from imagic_kit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "example.png"
-
-
-def manifest(folder: Path, rows: list[str], name: str = "m.csv") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(EXAMPLE, folder / "ex.png")
-    path = folder / name
-    path.write_text(
-        "image,prompt,method,seed,strength,num_inference_steps,output\n" + "\n".join(rows) + "\n"
-    )
-    return path
 
 
 GOOD = [

@@ -9,7 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from conftest import photo_like
+from PIL import Image
 
 from imagic_kit import edit
 from imagic_kit.errors import (
@@ -83,14 +84,14 @@ def test_a_photo_on_the_embedded_model_warns(shapes):
 
     fast = dict(method="sdedit", seed=0, num_inference_steps=2)
     with pytest.warns(UserWarning, match=r"does not look like the shapes world.*sd15") as seen:
-        edit(shapes, _photo_like(0), "a blue circle on a gray background", **fast)
+        edit(shapes, photo_like(0), "a blue circle on a gray background", **fast)
     assert seen[0].filename == __file__  # the warning points at the caller's line
     from imagic_kit import SDEditPipeline
     from imagic_kit.errors import ImagicKitError
 
     pipe = SDEditPipeline.from_backbone(shapes)
     with pytest.warns(UserWarning, match=r"does not look like the shapes world") as seen:
-        pipe(_photo_like(1), "a blue circle on a gray background", seed=0, num_inference_steps=2)
+        pipe(photo_like(1), "a blue circle on a gray background", seed=0, num_inference_steps=2)
     with pytest.raises(ImagicKitError, match="SDEditPipeline runs 'sdedit'; for another method"):
         pipe("assets/example.png", "a blue circle", method="ddim")
     assert seen[0].filename == __file__
@@ -98,15 +99,3 @@ def test_a_photo_on_the_embedded_model_warns(shapes):
         warnings.simplefilter("error", UserWarning)
         r = edit(shapes, "assets/example.png", "a blue circle on a gray background", **fast)
     assert r.recipe["device"] == "cpu" and r.recipe["dtype"] == "float32"
-
-
-def _photo_like(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    g = rng.normal(0, 1, (6, 6, 3))
-    im = Image.fromarray(np.uint8(np.clip(128 + 60 * g, 0, 255))).resize((64, 64), Image.BICUBIC)
-    d = ImageDraw.Draw(im)
-    for _ in range(5):
-        x, y = rng.integers(0, 60, 2)
-        w, h = rng.integers(5, 25, 2)
-        d.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    return im.filter(ImageFilter.GaussianBlur(1))

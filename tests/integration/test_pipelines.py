@@ -249,7 +249,7 @@ def test_from_pipe_places_the_model_as_load_backbone_does(tiny_random, tmp_path)
     from imagic_kit.models import save_pipeline
 
     sd = StableDiffusionPipeline.from_pretrained(str(save_pipeline(tiny_random, tmp_path / "m")))
-    sd.to(torch.bfloat16)  # a copy's weights: the session's model stays as it is
+    sd.to(torch.bfloat16)  # a copy's weights: the shared test model stays as it is
     pipe = pipeline_class("sdedit").from_pipe(sd)
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32
     assert not any(p.requires_grad for p in pipe.unet.parameters())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from conftest import photo_like
+from PIL import Image, ImageFilter
 
 from imagic_kit.shapes import (
     BACKGROUNDS,
@@ -101,23 +102,11 @@ def test_oracle_mask_matches_render(shape):
     assert iou > 0.95 and r.side == pytest.approx(26, abs=1)
 
 
-def _photo_like(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    g = rng.normal(0, 1, (6, 6, 3))
-    im = Image.fromarray(np.uint8(np.clip(128 + 60 * g, 0, 255))).resize((64, 64), Image.BICUBIC)
-    d = ImageDraw.Draw(im)
-    for _ in range(5):
-        x, y = rng.integers(0, 60, 2)
-        w, h = rng.integers(5, 25, 2)
-        d.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    return im.filter(ImageFilter.GaussianBlur(1))
-
-
 def test_scenes_look_like_the_shapes_world_and_photos_do_not():
     from imagic_kit.shapes import render
     from imagic_kit.shapes.oracle import looks_like_scene
     from imagic_kit.shapes.world import random_scenes
 
     assert all(looks_like_scene(render(s)[0]) for s in random_scenes(40, 3))
-    assert not any(looks_like_scene(_photo_like(i)) for i in range(8))
+    assert not any(looks_like_scene(photo_like(i)) for i in range(8))
     assert not looks_like_scene(Image.new("RGB", (64, 64), (120, 170, 230)))  # a sky, no object
