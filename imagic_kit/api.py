@@ -15,13 +15,13 @@ from PIL import Image
 
 from .artifacts import Fit
 from .backbone import Backbone
-from .errors import ConfigError
 from .lifecycle import run, run_sweep
 from .progress import Callback
 from .registry import get_method
 from .request import (  # noqa: F401 - the public names of this module since its first release
     EditInputs,
     EditResult,
+    check_backbone,
     check_components,
     check_inputs,
     check_request,
@@ -29,17 +29,6 @@ from .request import (  # noqa: F401 - the public names of this module since its
     library_versions,
     prepare,
 )
-
-
-def _check_backbone(backbone: Any, method: str) -> None:
-    """The backbone is one, and has the components the method needs (checked first, as a model
-    that cannot run the method makes every other fix moot)."""
-    if not isinstance(backbone, Backbone):
-        raise ConfigError(
-            f"backbone must be a Backbone from load_backbone(...), got {type(backbone).__name__}; "
-            "e.g. edit(load_backbone('tiny-shapes'), ...)"
-        )
-    check_components(get_method(method), backbone)
 
 
 def edit(
@@ -77,7 +66,7 @@ def edit(
     Returns: :class:`EditResult` with ``images`` (PIL, at the model's resolution), the fit, the
     config used, the seed, timings (``fit_s``, ``sample_s``) and the recipe written into PNGs.
     """
-    _check_backbone(backbone, method)
+    check_backbone(get_method(method), backbone)  # first: a model that cannot run it
     req = prepare(
         image,
         prompt,
@@ -114,7 +103,7 @@ def edit_sweep(
 
     Example: ``edit_sweep(bb, "in.png", "a blue circle", method="imagic", sweep={"eta": [0.5, 0.7, 0.9]})``.
     """
-    _check_backbone(backbone, method)
+    check_backbone(get_method(method), backbone)  # first: a model that cannot run it
     check_sweep_keys(get_method(method), sweep)
     progress = kwargs.pop("progress", True)
     callback = kwargs.pop("callback", None)

@@ -35,7 +35,7 @@ import torch
 from .artifacts import Fit
 from .backbone import Backbone
 from .config import to_dict
-from .errors import ArtifactMismatchError, ConfigError, NonFiniteOutputError, OutOfMemoryError
+from .errors import ArtifactMismatchError, NonFiniteOutputError, OutOfMemoryError
 from .fit_cache import FitCache, fit_key, reusable
 from .imaging import fit_to_square, image_hash, pil_to_tensor, tensor_to_pil
 from .progress import Callback, ProgressOptions, StepEnd
@@ -43,7 +43,7 @@ from .request import (
     EditInputs,
     EditRequest,
     EditResult,
-    check_components,
+    check_backbone,
     library_versions,
     prepare,
     sweep_requests,
@@ -80,13 +80,8 @@ class _Bound:
 
 
 def _bind(backbone: Backbone, req: EditRequest) -> _Bound:
-    if not isinstance(backbone, Backbone):
-        raise ConfigError(
-            f"backbone must be a Backbone from load_backbone(...), got {type(backbone).__name__}; "
-            "e.g. edit(load_backbone('tiny-shapes'), ...)"
-        )
     spec, cfg = req.spec, req.config
-    check_components(spec, backbone)
+    check_backbone(spec, backbone)
     pils = [fit_to_square(p, backbone.resolution, req.resize) for p in req.images]
     if backbone.check_input is not None and (why := backbone.check_input(pils)):
         warnings.warn(why, stacklevel=_caller_level())

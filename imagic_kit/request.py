@@ -135,6 +135,16 @@ def check_request(spec: MethodSpec, images: list[Any], prompt: Any, source_promp
         raise ConfigError(f"method {spec.name!r} takes {want} input image(s), got {n}")
 
 
+def check_backbone(spec: MethodSpec, backbone: Any) -> None:
+    """``backbone`` is a :class:`Backbone` with the components the method needs."""
+    if not isinstance(backbone, Backbone):
+        raise ConfigError(
+            f"backbone must be a Backbone from load_backbone(...), got {type(backbone).__name__}; "
+            "e.g. edit(load_backbone('tiny-shapes'), ...)"
+        )
+    check_components(spec, backbone)
+
+
 def check_components(spec: MethodSpec, backbone: Backbone) -> None:
     """The model has the components the method needs (an image encoder for FastEdit, ...)."""
     missing = [c for c in spec.requires if getattr(backbone, c, None) is None]

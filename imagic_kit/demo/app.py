@@ -183,14 +183,17 @@ class Demo:
             if only_if_cached:  # a slider says nothing about a prompt not typed yet
                 return None
             raise
-        if only_if_cached and cached_fit(self.backbone, req, self.fits) is None:
-            return None  # a slider never starts a fit
         t0 = time.perf_counter()
         opts = dict(fits=self.fits, progress=False, callback=progress_cb)
         if sweep_values is not None:
+            if only_if_cached and cached_fit(self.backbone, req, self.fits) is None:
+                return None  # a slider never starts a fit
             results = run_sweep(self.backbone, req, sweep_values, **opts)
-        else:
-            results = [run(self.backbone, req, **opts)]
+        else:  # a slider never starts a fit: run() returns None when no kept fit serves it
+            one = run(self.backbone, req, only_cached=only_if_cached, **opts)
+            if one is None:
+                return None
+            results = [one]
         took = time.perf_counter() - t0
         first = results[0]
         reused = first.fit_reused
