@@ -103,6 +103,17 @@ def photo_like(seed: int) -> Image.Image:
     return im.filter(ImageFilter.GaussianBlur(1))
 
 
+#: Good rows of a batch manifest written by :func:`manifest` (sdedit on the example image).
+BATCH_ROWS = [
+    "ex.png,a blue circle on a gray background,sdedit,0,0.5,4,",
+    "ex.png,a blue circle on a gray background,sdedit,1,0.7,4,",
+    "ex.png,a green circle,sdedit,2,0.6,4,green.png",
+    "ex.png,a yellow circle,sdedit,3,0.6,4,",
+    "ex.png,a red square,sdedit,4,0.6,4,",
+    "ex.png,a red triangle,sdedit,5,0.6,4,",
+]
+
+
 def manifest(folder: Path, rows: list[str], name: str = "m.csv") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(

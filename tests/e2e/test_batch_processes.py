@@ -12,22 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import BATCH_ROWS as GOOD
 from conftest import manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 EXAMPLE = ROOT / "assets" / "example.png"
-
-
-GOOD = [
-    "ex.png,a blue circle on a gray background,sdedit,0,0.5,4,",
-    "ex.png,a blue circle on a gray background,sdedit,1,0.7,4,",
-    "ex.png,a green circle,sdedit,2,0.6,4,green.png",
-    "ex.png,a yellow circle,sdedit,3,0.6,4,",
-    "ex.png,a red square,sdedit,4,0.6,4,",
-    "ex.png,a red triangle,sdedit,5,0.6,4,",
-]
 
 
 def _batch(path: Path, out: Path) -> subprocess.Popen:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import BATCH_ROWS as GOOD
 from conftest import manifest
 from PIL import Image
 
@@ -17,16 +18,6 @@ from imagic_kit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "example.png"
-
-
-GOOD = [
-    "ex.png,a blue circle on a gray background,sdedit,0,0.5,4,",
-    "ex.png,a blue circle on a gray background,sdedit,1,0.7,4,",
-    "ex.png,a green circle,sdedit,2,0.6,4,green.png",
-    "ex.png,a yellow circle,sdedit,3,0.6,4,",
-    "ex.png,a red square,sdedit,4,0.6,4,",
-    "ex.png,a red triangle,sdedit,5,0.6,4,",
-]
 
 
 def test_bad_rows_fail_and_the_others_run(tmp_path, capsys):

@@ -26,14 +26,6 @@ from imagic_kit.registry import available_methods, get_method, methods_in_order 
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "example.png"
-# a few-step Imagic for the API tests: the flow, not the quality
-QUICK_IMAGIC = {
-    "embedding_steps": 10,
-    "finetune_steps": 10,
-    "batch_size": 2,
-    "num_inference_steps": 10,
-    "candidates": 4,
-}
 
 
 def test_every_method_gets_a_tab_built_from_its_fields():
