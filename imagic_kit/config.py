@@ -115,29 +115,43 @@ class FieldInfo:
     check: typing.Callable[[Any], str | None] | None = None
 
 
-def _introduced_by(config_cls: type) -> dict[str, tuple[int, int]]:
-    """For each field, where it is shown: ``(d, 0)`` with ``d`` the position in ``config_cls``'s MRO
-    of the class that first declared it (0 = the config class itself, higher = a shared base such
-    as ``selection.BestOfNConfig``); the fields of a base marked ``shown_as_own`` (the fine-tuning
-    fields) that the config class writes out count as its own, ``(0, i)`` at their place there."""
-    depth: dict[str, tuple[int, int]] = {}
+def _introduced_by(config_cls: type) -> dict[str, tuple[int, int, int]]:
+    """For each field, where it is shown: ``(d, 0, 0)`` with ``d`` the position in ``config_cls``'s
+    MRO of the class that first declared it (0 = the config class itself, higher = a shared base
+    such as ``selection.BestOfNConfig``). The fields of a base marked ``shown_as_own`` (fine-tuning,
+    the sampler) count as the config class's own where it writes one of them out: the base's
+    fields stand together, ``(0, i, j)``, at the place ``i`` of the first one written."""
+    depth: dict[str, tuple[int, int, int]] = {}
     owner: dict[str, type] = {}
     for i, klass in enumerate(config_cls.__mro__):
         if dataclasses.is_dataclass(klass):
             for f in fields(klass):
-                depth[f.name], owner[f.name] = (i, 0), klass
+                depth[f.name], owner[f.name] = (i, 0, 0), klass
     own = list(config_cls.__dict__.get("__annotations__", {}))
     for i, name in enumerate(own):
-        if depth.get(name, (0, 0))[0] == 0 or getattr(owner.get(name), "shown_as_own", False):
-            depth[name] = (0, i)
+        if depth.get(name, (0, 0, 0))[0] == 0:
+            depth[name] = (0, i, 0)
+    for base in {owner[n] for n in own if owner[n].__dict__.get("shown_as_own", False)}:
+        block = [f.name for f in fields(base)]
+        first = min(own.index(n) for n in block if n in own)
+        for j, name in enumerate(block):
+            depth[name] = (0, first, j)
     return depth
+
+
+def fit_fields(config_cls: type) -> set[str]:
+    """The shared fields that ``config_cls``'s fit depends on although their base declares them
+    for sampling (a ``fit_fields`` tuple on the class or one of its bases)."""
+    return {n for k in config_cls.__mro__ for n in k.__dict__.get("fit_fields", ())}
 
 
 def field_infos(config_cls: type) -> list[FieldInfo]:
     """The fields of a config class with their metadata: the method's own fields first, in their
-    order, then those it inherits from shared bases (sampling and selection), base by base."""
+    order, then those it inherits from shared bases (sampling and selection), base by base. A field
+    named in the class's ``fit_fields`` is a fit-stage field whatever its base declares."""
     hints = typing.get_type_hints(config_cls)
     depth = _introduced_by(config_cls)
+    moved = fit_fields(config_cls)
     out = []
     for f in sorted(fields(config_cls), key=lambda f: depth[f.name]):
         if "stage" not in f.metadata:
@@ -150,7 +164,7 @@ def field_infos(config_cls: type) -> list[FieldInfo]:
                 type=hints[f.name],
                 default=default,
                 help=f.metadata["help"],
-                stage=f.metadata["stage"],
+                stage="fit" if f.name in moved else f.metadata["stage"],
                 min=f.metadata.get("min"),
                 max=f.metadata.get("max"),
                 choices=tuple(choices) if choices is not None else None,

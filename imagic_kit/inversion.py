@@ -29,34 +29,39 @@ import torch.nn.functional as F
 
 from .artifacts import Fit
 from .backbone import Backbone
-from .config import param, shared_config
+from .config import default, param, shared_config
 from .errors import ArtifactMismatchError
 from .optim import optimize
 from .progress import SILENT, ProgressOptions
-from .sampling import Schedule, ddim_invert, ddim_step, schedule
+from .sampling import SamplingConfig, Schedule, ddim_invert, ddim_step, schedule
 
 
 @shared_config
 @dataclass
-class TunedInversionConfig:
+class TunedInversionConfig(SamplingConfig):
     """Fields shared by the methods that tune an embedding per DDIM step; each method redeclares
-    the defaults it measured (the field's help, range and stage stay these)."""
+    the defaults it measured (the field's help, range and stage stay these). The fit is made for
+    one schedule and one guidance scale, so the sampler's steps and guidance are fit-stage here."""
 
-    num_inference_steps: int = param(
+    fit_fields = ("num_inference_steps", "guidance_scale")
+
+    num_inference_steps: int = default(
+        "num_inference_steps",
         50,
         help="DDIM steps, shared by the inversion, the tuning and the sampling (a fit is made for "
         "one schedule)",
-        stage="fit",
-        min=1,
-        max=1000,
     )
-    guidance_scale: float = param(
+    guidance_scale: float = default(
+        "guidance_scale",
         7.5,
         help="classifier-free guidance scale while tuning and sampling (a fit is made for one "
         "scale: the tuned embeddings undo the drift that this guidance causes)",
-        stage="fit",
-        min=1.0,
-        max=50.0,
+    )
+    ddim_eta: float = default(
+        "ddim_eta",
+        0.0,
+        help="DDIM eta when sampling: 0 retraces the tuned trajectory (the papers'); above 0, "
+        "DDPM-like noise at each step moves away from it",
     )
     tune_steps: int = param(
         10,
@@ -162,23 +167,24 @@ def tune_along(
 
 def fit_tuned(
     backbone: Backbone,
-    latents: torch.Tensor,
+    inputs,
+    config: TunedInversionConfig,
+    progress: ProgressOptions,
     *,
+    tune: Literal["cond", "uncond"],
     invert_cond: torch.Tensor,
     fixed: torch.Tensor,
     init: torch.Tensor,
-    tune: Literal["cond", "uncond"],
-    config: TunedInversionConfig,
-    progress: ProgressOptions,
 ) -> Fit:
-    """Invert ``latents`` (guidance 1, conditioned on ``invert_cond``), then :func:`tune_along`.
+    """Invert the latent of the input's first image (guidance 1, conditioned on ``invert_cond``),
+    then :func:`tune_along`.
 
     The fit holds ``inverted`` (z*_T), ``embeddings`` ([K, L, D]) and ``timesteps`` (the schedule
     they were tuned on, checked by :func:`tuned_conditions` before a saved fit is sampled)."""
     sch = schedule(backbone, config.num_inference_steps)
     trajectory = ddim_invert(
         backbone,
-        latents.float(),
+        backbone.encode_latents(inputs.pixels[:1]).float(),
         invert_cond,
         num_inference_steps=config.num_inference_steps,
         guidance_scale=1.0,

@@ -17,9 +17,40 @@ from dataclasses import dataclass
 import torch
 
 from .backbone import Backbone
+from .config import param, shared_config
 from .progress import SILENT, ProgressOptions
 
 Condition = torch.Tensor | Callable[[int, int], torch.Tensor]
+
+
+@shared_config
+@dataclass
+class SamplingConfig:
+    """The sampler's fields, declared once for every method that samples with :func:`ddim_sample`
+    (:func:`sample_with` reads them). A method gives one its own default with
+    :func:`~imagic_kit.config.default`, and names in ``fit_fields`` those its fit depends on (DDIM
+    inversion is made for one schedule): they become fit-stage fields of that method."""
+
+    #: A method lists these fields among its own where it writes one out (``config.field_infos``).
+    shown_as_own = True
+
+    num_inference_steps: int = param(
+        50, help="DDIM steps when sampling", stage="sample", min=1, max=1000
+    )
+    guidance_scale: float = param(
+        7.5,
+        help="classifier-free guidance scale (1 = no guidance)",
+        stage="sample",
+        min=1.0,
+        max=50.0,
+    )
+    ddim_eta: float = param(
+        0.0,
+        help="DDIM eta: 0 deterministic, 1 DDPM-like noise at each step",
+        stage="sample",
+        min=0.0,
+        max=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -215,3 +246,28 @@ def ddim_invert(
             traj.append(x)
             bar.update()
     return traj
+
+
+def sample_with(
+    backbone: Backbone,
+    latents: torch.Tensor,
+    cond: Condition,
+    config: SamplingConfig,
+    generator: torch.Generator | None,
+    progress: ProgressOptions = SILENT,
+    **options,
+) -> torch.Tensor:
+    """:func:`ddim_sample` with a method config's sampler fields (``num_inference_steps``,
+    ``guidance_scale``, ``ddim_eta``); ``options`` are its other keywords (``uncond``,
+    ``strength``, ``before_step``)."""
+    return ddim_sample(
+        backbone,
+        latents,
+        cond,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        eta=config.ddim_eta,
+        generator=generator,
+        progress=progress,
+        **options,
+    )

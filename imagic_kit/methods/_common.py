@@ -1,37 +1,11 @@
-"""Shared by several methods: the sampling fields each declares itself (same name, help and range
-everywhere; each factory takes the method's default), and the code that reads the fine-tuning
-fields of ``finetune.FineTuneConfig`` (the loss options, the one fine-tuning loop, the late-strength
-hook). Best of N and the restore come from ``selection``; fine-tuning fields from ``finetune``."""
+"""Shared by several methods: the interpolation weight ``eta`` (one name, each method its own default
+and help), and the code that reads the fine-tuning fields of ``finetune.FineTuneConfig`` (the loss
+options, the one fine-tuning loop, the late-strength hook). Best of N and the restore come from
+``selection``, fine-tuning fields from ``finetune``, the sampler's from ``sampling``."""
 
 from __future__ import annotations
 
-from ..config import Stage, param
-
-
-def num_inference_steps(
-    default: int = 50, stage: Stage = "sample", help: str = "DDIM steps when sampling"
-):
-    return param(default, help=help, stage=stage, min=1, max=1000)
-
-
-def guidance_scale(default: float = 7.5):
-    return param(
-        default,
-        help="classifier-free guidance scale (1 = no guidance)",
-        stage="sample",
-        min=1.0,
-        max=50.0,
-    )
-
-
-def ddim_eta(default: float = 0.0):
-    return param(
-        default,
-        help="DDIM eta: 0 deterministic, 1 DDPM-like noise at each step",
-        stage="sample",
-        min=0.0,
-        max=1.0,
-    )
+from ..config import param
 
 
 def eta(

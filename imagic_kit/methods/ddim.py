@@ -14,17 +14,18 @@ from dataclasses import dataclass
 import torch
 
 from ..artifacts import Fit
-from ..config import param
+from ..config import default, param
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_invert, ddim_sample
+from ..sampling import SamplingConfig, ddim_invert, sample_with
 from ..selection import RestoreConfig
-from ._common import guidance_scale, num_inference_steps
 
 
 @dataclass
-class DDIMConfig(RestoreConfig):
-    num_inference_steps: int = num_inference_steps(
-        50, stage="fit", help="DDIM steps, shared by the inversion and the sampling"
+class DDIMConfig(SamplingConfig, RestoreConfig):
+    fit_fields = ("num_inference_steps",)  # the inverted latent is made for one schedule
+
+    num_inference_steps: int = default(
+        "num_inference_steps", 50, help="DDIM steps, shared by the inversion and the sampling"
     )
     inversion_guidance_scale: float = param(
         1.0,
@@ -40,7 +41,6 @@ class DDIMConfig(RestoreConfig):
         min=0.02,
         max=1.0,
     )
-    guidance_scale: float = guidance_scale(7.5)
 
 
 def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
@@ -66,14 +66,9 @@ def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
 
 def sample(backbone, fit: Fit, inputs, config: DDIMConfig, generator, progress) -> torch.Tensor:
     cond = backbone.encode_prompt(inputs.prompt)
-    return ddim_sample(
-        backbone,
-        fit.tensor("inverted", backbone.device),
-        cond,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        strength=config.strength,
-        progress=progress,
+    latents = fit.tensor("inverted", backbone.device)
+    return sample_with(
+        backbone, latents, cond, config, generator, progress, strength=config.strength
     )
 
 

@@ -34,43 +34,25 @@ from .. import projection
 from ..artifacts import Fit
 from ..config import default
 from ..finetune import FineTuneConfig
-from ..lora import (
-    CONV_TARGETS,
-    check_targets,
-    lora_applied,
-)
+from ..lora import check_targets, lora_applied
 from ..optim import denoising_loss
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_sample
+from ..sampling import SamplingConfig, sample_with
 from ..selection import BestOfNConfig
-from ._common import (
-    ddim_eta,
-    guidance_scale,
-    loss_options,
-    num_inference_steps,
-    train_unet,
-)
+from ._common import loss_options, train_unet
 
 
 @dataclass
-class DecorMethodConfig(BestOfNConfig, FineTuneConfig, DecorConfig):
+class DecorMethodConfig(SamplingConfig, BestOfNConfig, FineTuneConfig, DecorConfig):
     finetune_steps: int = default(
         "finetune_steps", 1200, help="LoRA customisation steps on the reference image(s)"
     )
     finetune_lr: float = default("finetune_lr", 2e-3, help="Adam learning rate of the LoRA")
     finetune_schedule: str = default("finetune_schedule", "constant")
-    lora_rank: int = default("lora_rank", 16)
-    lora_alpha: float = default("lora_alpha", 16.0)
-    lora_targets: list = default("lora_targets", list(CONV_TARGETS))
-    loss_weighting: str = default("loss_weighting", "v")
-    loss_weight_cap: float = default("loss_weight_cap", 20.0)
-    timestep_sampling: str = default("timestep_sampling", "uniform")
-    batch_size: int = default("batch_size", 4)
     decor_strength: float = default("decor_strength", 0.5)
-    guidance_scale: float = guidance_scale(5.0)
-    num_inference_steps: int = num_inference_steps(50)
-    ddim_eta: float = ddim_eta(0.5)
+    guidance_scale: float = default("guidance_scale", 5.0)
+    ddim_eta: float = default("ddim_eta", 0.5)
     candidates: int = default("candidates", 8)
     restore_unedited: float = default("restore_unedited", 0.12)
 
@@ -99,16 +81,7 @@ def sample(
     n = config.num_images_per_prompt
     x = backbone.randn(backbone.latent_shape(n), generator)
     with lora_applied(backbone.unet, fit.lora, fit.lora_spec):
-        return ddim_sample(
-            backbone,
-            x,
-            cond,
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            eta=config.ddim_eta,
-            generator=generator,
-            progress=progress,
-        )
+        return sample_with(backbone, x, cond, config, generator, progress)
 
 
 register_method(

@@ -43,20 +43,12 @@ from ..artifacts import Fit
 from ..config import default, param
 from ..errors import ConfigError, ModelNotAvailableError
 from ..finetune import FineTuneConfig, LateStrengthConfig
-from ..lora import CONV_TARGETS, check_targets, lora_applied
+from ..lora import check_targets, lora_applied
 from ..optim import denoising_loss
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_sample
+from ..sampling import SamplingConfig, sample_with
 from ..selection import BestOfNConfig
-from ._common import (
-    ddim_eta,
-    eta,
-    guidance_scale,
-    late_strength_hook,
-    loss_options,
-    num_inference_steps,
-    train_unet,
-)
+from ._common import eta, late_strength_hook, loss_options, train_unet
 
 #: The semantic range moves on a grid of this fraction of the schedule, so that texts at nearly the
 #: same distance map to the same range and share a fit.
@@ -90,7 +82,7 @@ def _check_timesteps(value: str) -> str | None:
 
 
 @dataclass
-class FastEditConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig):
+class FastEditConfig(SamplingConfig, BestOfNConfig, FineTuneConfig, LateStrengthConfig):
     timesteps: str = param(
         "semantic",
         help="the fine-tuning's timestep range: semantic (chosen from the CLIP distance between "
@@ -129,12 +121,6 @@ class FastEditConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig):
     )
     finetune_schedule: str = default("finetune_schedule", "constant")
     loss_weighting: str = default("loss_weighting", "eps")
-    loss_weight_cap: float = default("loss_weight_cap", 20.0)
-    timestep_sampling: str = default("timestep_sampling", "uniform")
-    lora_rank: int = default("lora_rank", 16)
-    lora_alpha: float = default("lora_alpha", 16.0)
-    lora_targets: list = default("lora_targets", list(CONV_TARGETS))
-    batch_size: int = default("batch_size", 4)
     text_clip: str = param(
         "",
         help="CLIP model (folder or hub id) whose text tower gives the target text's feature; it "
@@ -154,10 +140,8 @@ class FastEditConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig):
         max=1.0,
     )
     finetune_late_strength: float = default("finetune_late_strength", 0.7)
-    finetune_late_start: float = default("finetune_late_start", 0.3)
-    guidance_scale: float = guidance_scale(3.0)
-    num_inference_steps: int = num_inference_steps(50)
-    ddim_eta: float = ddim_eta(0.5)
+    guidance_scale: float = default("guidance_scale", 3.0)
+    ddim_eta: float = default("ddim_eta", 0.5)
     candidates: int = default("candidates", 8)
     restore_unedited: float = default("restore_unedited", 0.12)
 
@@ -270,17 +254,10 @@ def sample(backbone, fit: Fit, inputs, config: FastEditConfig, generator, progre
     cond = etas * text + (1.0 - etas) * image
     x = backbone.randn(backbone.latent_shape(n), generator)
     with lora_applied(backbone.unet, fit.lora, fit.lora_spec) as set_strength:
-        return ddim_sample(
-            backbone,
-            x,
-            cond,
-            uncond=torch.zeros_like(cond),
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            eta=config.ddim_eta,
-            generator=generator,
-            progress=progress,
-            before_step=late_strength_hook(config, set_strength),
+        late = late_strength_hook(config, set_strength)
+        uncond = torch.zeros_like(cond)
+        return sample_with(
+            backbone, x, cond, config, generator, progress, uncond=uncond, before_step=late
         )
 
 

@@ -44,29 +44,17 @@ from ..artifacts import Fit
 from ..config import default, param
 from ..errors import ArtifactMismatchError
 from ..finetune import FineTuneConfig, LateStrengthConfig
-from ..lora import (
-    CONV_TARGETS,
-    check_targets,
-    lora_applied,
-)
+from ..lora import check_targets, lora_applied
 from ..optim import denoising_loss, optimize
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_sample
+from ..sampling import SamplingConfig, sample_with
 from ..selection import BestOfNConfig
-from ._common import (
-    ddim_eta,
-    eta,
-    guidance_scale,
-    late_strength_hook,
-    loss_options,
-    num_inference_steps,
-    train_unet,
-)
+from ._common import eta, late_strength_hook, loss_options, train_unet
 
 
 @dataclass
-class ImagicConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig, DecorConfig):
+class ImagicConfig(SamplingConfig, BestOfNConfig, FineTuneConfig, LateStrengthConfig, DecorConfig):
     embedding_steps: int = param(
         60, help="steps of text-embedding optimisation (sec. 3.1)", stage="fit", min=0, max=100_000
     )
@@ -83,12 +71,6 @@ class ImagicConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig, DecorConfi
         "finetune_steps", 140, help="UNet fine-tuning steps on the input (sec. 3.2)"
     )
     finetune_lr: float = default("finetune_lr", 4e-3)
-    finetune_schedule: str = default("finetune_schedule", "cosine")
-    lora_rank: int = default("lora_rank", 16)
-    lora_alpha: float = default("lora_alpha", 16.0)
-    lora_targets: list = default("lora_targets", list(CONV_TARGETS))
-    loss_weighting: str = default("loss_weighting", "v")
-    loss_weight_cap: float = default("loss_weight_cap", 20.0)
     timestep_sampling: str = default("timestep_sampling", "importance")
     batch_size: int = default("batch_size", 8)
     gradient_checkpointing: bool = param(
@@ -96,10 +78,9 @@ class ImagicConfig(BestOfNConfig, FineTuneConfig, LateStrengthConfig, DecorConfi
     )
     eta: float = eta(1.0)
     finetune_late_strength: float = default("finetune_late_strength", 0.7)
-    finetune_late_start: float = default("finetune_late_start", 0.3)
-    guidance_scale: float = guidance_scale(5.0)
-    num_inference_steps: int = num_inference_steps(35)
-    ddim_eta: float = ddim_eta(0.5)
+    num_inference_steps: int = default("num_inference_steps", 35)
+    guidance_scale: float = default("guidance_scale", 5.0)
+    ddim_eta: float = default("ddim_eta", 0.5)
     candidates: int = default("candidates", 12)
     restore_unedited: float = default("restore_unedited", 0.12)
 
@@ -198,17 +179,8 @@ def sample(backbone, fit: Fit, inputs, config: ImagicConfig, generator, progress
     ):
         # the late steps weaken the fine-tuning once: a LoRA is rescaled, a full fine-tune blended
         set_strength = set_lora_strength if fit.lora is not None else blend
-        return ddim_sample(
-            backbone,
-            x,
-            cond,
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            eta=config.ddim_eta,
-            generator=generator,
-            progress=progress,
-            before_step=late_strength_hook(config, set_strength),
-        )
+        late = late_strength_hook(config, set_strength)
+        return sample_with(backbone, x, cond, config, generator, progress, before_step=late)
 
 
 register_method(

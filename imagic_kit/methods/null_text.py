@@ -30,7 +30,7 @@ import torch
 from ..artifacts import Fit
 from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_sample
+from ..sampling import sample_with
 from ..selection import RestoreConfig
 from ._common import eta
 
@@ -46,15 +46,16 @@ class NullTextConfig(TunedInversionConfig, RestoreConfig):
 
 def fit(backbone, inputs, config: NullTextConfig, generator, progress) -> Fit:
     e_src = backbone.encode_prompt(inputs.source_prompt)
+    empty = backbone.uncond_embedding(1)
     return fit_tuned(
         backbone,
-        backbone.encode_latents(inputs.pixels[:1]),
+        inputs,
+        config,
+        progress,
+        tune="uncond",
         invert_cond=e_src,
         fixed=e_src,
-        init=backbone.uncond_embedding(1),
-        tune="uncond",
-        config=config,
-        progress=progress,
+        init=empty,
     )
 
 
@@ -63,15 +64,7 @@ def sample(backbone, fit: Fit, inputs, config: NullTextConfig, generator, progre
     e_tgt = backbone.encode_prompt(inputs.prompt).float()
     e_src = backbone.encode_prompt(inputs.source_prompt).float()
     cond = config.eta * e_tgt + (1.0 - config.eta) * e_src
-    return ddim_sample(
-        backbone,
-        z_t,
-        cond,
-        uncond=tuned,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        progress=progress,
-    )
+    return sample_with(backbone, z_t, cond, config, generator, progress, uncond=tuned)
 
 
 register_method(

@@ -41,7 +41,7 @@ from ..errors import ConfigError
 from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_sample
+from ..sampling import sample_with
 from ..selection import BestOfNConfig, images_per_prompt
 from ._common import eta
 
@@ -86,16 +86,10 @@ def _inversion_text(inputs, config: PTIConfig) -> str:
 
 def fit(backbone, inputs, config: PTIConfig, generator, progress) -> Fit:
     text = _inversion_text(inputs, config)
-    e_tgt = backbone.encode_prompt(inputs.prompt)
+    e_tgt, empty = backbone.encode_prompt(inputs.prompt), backbone.uncond_embedding(1)
+    invert = backbone.encode_prompt(text) if text else empty
     return fit_tuned(
-        backbone,
-        backbone.encode_latents(inputs.pixels[:1]),
-        invert_cond=backbone.encode_prompt(text) if text else backbone.uncond_embedding(1),
-        fixed=backbone.uncond_embedding(1),
-        init=e_tgt,
-        tune="cond",
-        config=config,
-        progress=progress,
+        backbone, inputs, config, progress, tune="cond", invert_cond=invert, fixed=empty, init=e_tgt
     )
 
 
@@ -122,14 +116,7 @@ def sample(backbone, fit: Fit, inputs, config: PTIConfig, generator, progress) -
         # DECOR's option where the target enters; the steps on c_t alone stay the reconstruction
         return torch.where(eta != 0, project(mixed), mixed)
 
-    return ddim_sample(
-        backbone,
-        z_t.expand(n, -1, -1, -1),
-        cond,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        progress=progress,
-    )
+    return sample_with(backbone, z_t.expand(n, -1, -1, -1), cond, config, generator, progress)
 
 
 def candidate_eta_start(config: PTIConfig, j: int, draws: int) -> float:

@@ -16,13 +16,12 @@ import torch
 from ..artifacts import Fit
 from ..config import default, param
 from ..registry import MethodSpec, register_method
-from ..sampling import ddim_sample, schedule
+from ..sampling import SamplingConfig, sample_with, schedule
 from ..selection import BestOfNConfig
-from ._common import ddim_eta, guidance_scale, num_inference_steps
 
 
 @dataclass
-class SDEditConfig(BestOfNConfig):
+class SDEditConfig(SamplingConfig, BestOfNConfig):
     strength: float = param(
         0.6,
         help="how far to noise the input: 0 keeps it, 1 ignores it",
@@ -30,9 +29,6 @@ class SDEditConfig(BestOfNConfig):
         min=0.02,
         max=1.0,
     )
-    num_inference_steps: int = num_inference_steps(50)
-    guidance_scale: float = guidance_scale(7.5)
-    ddim_eta: float = ddim_eta(0.0)
     # Best of N is off (candidates 1: the baseline as published); its samples differ by the noise
     # added to the input, so candidates=16 compared it fairly with Imagic's best of 16 of the time
     # (docs/methods/sdedit.md). The ranking's fidelity term was measured for Imagic only.
@@ -50,17 +46,7 @@ def sample(backbone, fit: Fit, inputs, config: SDEditConfig, generator, progress
     t0 = torch.full((n,), sch.active[0], device=backbone.device)
     x = backbone.add_noise(z0, backbone.randn(tuple(z0.shape), generator), t0)
     cond = backbone.encode_prompt(inputs.prompt)
-    return ddim_sample(
-        backbone,
-        x,
-        cond,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        strength=config.strength,
-        eta=config.ddim_eta,
-        generator=generator,
-        progress=progress,
-    )
+    return sample_with(backbone, x, cond, config, generator, progress, strength=config.strength)
 
 
 register_method(

@@ -78,6 +78,35 @@ def test_stage_split_and_metadata():
     assert info["steps"].min == 1 and info["mode"].choices == ("lora", "full")
 
 
+def test_a_shared_mixin_block_stands_where_a_method_writes_one_of_its_fields():
+    from imagic_kit.config import default
+    from imagic_kit.sampling import SamplingConfig
+    from imagic_kit.selection import RestoreConfig
+
+    @dataclass
+    class Method(SamplingConfig, RestoreConfig):
+        fit_fields = ("num_inference_steps",)
+
+        first: int = param(1, help="first", stage="fit")
+        guidance_scale: float = default("guidance_scale", 3.0, help="own help")
+        last: int = param(2, help="last", stage="sample")
+
+    infos = field_infos(Method)
+    assert [i.name for i in infos] == [
+        "first",
+        "num_inference_steps",  # the sampler's block, at its first written field
+        "guidance_scale",
+        "ddim_eta",
+        "last",
+        "restore_unedited",  # an inherited mixin that is not shown as own: after the own fields
+    ]
+    info = {i.name: i for i in infos}
+    assert info["guidance_scale"].default == 3.0 and info["guidance_scale"].help == "own help"
+    assert info["guidance_scale"].max == 50.0  # the range stays the mixin's
+    assert info["num_inference_steps"].stage == "fit" and info["ddim_eta"].stage == "sample"
+    assert set(to_dict(Method(), "fit")) == {"first", "num_inference_steps"}
+
+
 def test_set_args():
     assert parse_set_args(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
     with pytest.raises(ConfigError, match="key=value"):
