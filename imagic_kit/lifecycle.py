@@ -98,7 +98,7 @@ def _bind(backbone: Backbone, req: EditRequest) -> _Bound:
         "fit_config": to_dict(cfg, "fit"),
         "input_hashes": inputs.hashes,
     }
-    facts = spec.edit_facts(backbone, inputs, cfg) if spec.edit_facts is not None else {}
+    facts = spec.facts(backbone, inputs, cfg)
     deps = spec.fit_inputs(cfg)
     expected.update({k: facts[k] if k in facts else getattr(inputs, k) for k in deps})
     return _Bound(inputs, expected, [k for k in deps if k in facts], facts)

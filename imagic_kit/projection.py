@@ -31,12 +31,7 @@ import torch
 
 from .config import param, shared_config
 from .errors import ConfigError
-
-#: Words never treated as unwanted when they are found by comparing the prompts: dropping "a" for
-#: "the" is not a change of content.
-STOP_WORDS = frozenset(
-    "a an the on in of with and at to by for from over under is are its it this that".split()
-)
+from .words import dropped_words, find
 
 
 def directions(unwanted: torch.Tensor, rank: int | None = None) -> torch.Tensor:
@@ -71,27 +66,6 @@ def _remove(x: torch.Tensor, v: torch.Tensor, strength: float) -> torch.Tensor:
     return (xf - strength * (xf @ v) @ v.T).to(x.dtype)
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
-
-
-def dropped_words(source: str, target: str) -> list[str]:
-    """The words of ``source`` that ``target`` does not have, in order, stop words left out."""
-    kept = set(_words(target))
-    out: list[str] = []
-    for w in _words(source):
-        if w not in kept and w not in STOP_WORDS and w not in out:
-            out.append(w)
-    return out
-
-
-def _find(seq: list[int], sub: list[int]) -> int:
-    for i in range(len(seq) - len(sub) + 1):
-        if seq[i : i + len(sub)] == sub:
-            return i
-    return -1
-
-
 def unwanted_rows(backbone, words: list[str], prompt: str | None, context: str) -> torch.Tensor:
     """The encoder-output rows [k, D] of ``words``: read in ``prompt``'s encoder output at the
     words' tokens (``context=prompt``; a word the prompt does not have is encoded alone), or each
@@ -105,7 +79,7 @@ def unwanted_rows(backbone, words: list[str], prompt: str | None, context: str) 
         encoded = backbone.encode_prompt(prompt, warn=False)[0].float()
     for w in words:
         sub = tok(w, add_special_tokens=False).input_ids
-        at = _find(ids, sub) if encoded is not None and sub else -1
+        at = find(ids, sub) if encoded is not None and sub else -1
         if at >= 0:
             rows.append(encoded[at : at + len(sub)])
         else:

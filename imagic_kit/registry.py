@@ -36,8 +36,11 @@ class MethodSpec:
     #: Facts of an edit computed before fitting, from the backbone, inputs and config (FastEdit:
     #: the semantic distance and the timestep range it chooses); they go into the recipe. Those
     #: named in ``fit_depends_on`` are what a fit depends on: a saved fit whose facts differ is
-    #: refitted, with a warning, instead of refused.
-    edit_facts: Callable[..., dict[str, Any]] | None = None
+    #: refitted, with a warning, instead of refused. A tuple of such functions: their facts merged
+    #: (a method's own and those of the options it has, e.g. DECOR's and the attention control's).
+    edit_facts: Callable[..., dict[str, Any]] | tuple[Callable[..., dict[str, Any]], ...] | None = (
+        None
+    )
     #: Model presets the method works with, named when a model lacks a component it ``requires``.
     models: tuple[str, ...] = ()
     min_images: int = 1
@@ -60,6 +63,14 @@ class MethodSpec:
         """The inputs a fit made with ``config`` depends on (see ``fit_depends_on``)."""
         deps = self.fit_depends_on
         return tuple(deps(config)) if callable(deps) else deps
+
+    def facts(self, backbone, inputs, config) -> dict[str, Any]:
+        """The edit's facts (see ``edit_facts``), merged; they also check the edit before a fit."""
+        found = self.edit_facts
+        out: dict[str, Any] = {}
+        for fn in found if isinstance(found, tuple) else (found,) if found else ():
+            out.update(fn(backbone, inputs, config))
+        return out
 
     def __post_init__(self) -> None:
         if self.main_field is not None:

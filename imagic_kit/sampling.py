@@ -163,6 +163,7 @@ def ddim_sample(
     progress: ProgressOptions = SILENT,
     stage: str = "sample",
     before_step: Callable[[int], None] | None = None,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` (pure noise when strength is 1, else x at the first active timestep).
 
@@ -173,6 +174,8 @@ def ddim_sample(
         eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like); noise from ``generator``.
         before_step: called with the index of each active step (0 = the noisiest) before the
             model runs it, e.g. to change the model's weights part-way (Imagic's late strength).
+        after_step: ``(j, x) -> x`` after active step ``j``, e.g. a blend of the latents
+            (attention control's local blend).
         progress: bars and events; its ``step_end(step, t, {"latents": x})`` is called after each
             step and may return other latents, which sampling continues from.
     Returns: clean latents [B, C, h, w] (float32).
@@ -200,6 +203,8 @@ def ddim_sample(
                 eta=eta,
                 noise=noise,
             )
+            if after_step is not None:
+                x = after_step(i - sch.start, x)
             if progress.step_end is not None:
                 changed = progress.step_end(i - sch.start, t, {"latents": x})
                 if changed is not None and "latents" in changed:
@@ -259,7 +264,7 @@ def sample_with(
 ) -> torch.Tensor:
     """:func:`ddim_sample` with a method config's sampler fields (``num_inference_steps``,
     ``guidance_scale``, ``ddim_eta``); ``options`` are its other keywords (``uncond``,
-    ``strength``, ``before_step``)."""
+    ``strength``, ``before_step``, ``after_step``)."""
     return ddim_sample(
         backbone,
         latents,

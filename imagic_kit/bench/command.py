@@ -17,11 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--suite",
         default="quick",
-        help="quick (12 edits), full (48), reconstruct (the quick suite's inputs, nothing to change: "
-        "how faithfully a method reproduces them) or a suite JSON file",
+        help="quick (12 edits), full (48: where settings are chosen), holdout (48 more, drawn "
+        "apart: never chosen on), reconstruct (the quick suite's inputs, nothing to change: how "
+        "faithfully a method reproduces them) or a suite JSON file",
     )
     p.add_argument(
-        "--suite-seed", type=int, default=0, help="seed that generates quick/full suites"
+        "--suite-seed",
+        type=int,
+        default=0,
+        help="seed that generates the quick, full and holdout suites",
     )
     p.add_argument("--methods", default="sdedit,ddim", help="comma list of METHOD or METHOD@PRESET")
     p.add_argument(

@@ -13,7 +13,9 @@ A suite is a JSON file (and may be written by hand)::
 
 Kinds: ``colour``, ``shape``, ``background`` and ``two`` (two attributes at once). The quick suite
 has 3 edits per kind (12), the full suite 12 per kind (48), listed round-robin over the kinds
-(colour-00, shape-00, background-00, two-00, colour-01, ...). Targets always name the background so
+(colour-00, shape-00, background-00, two-00, colour-01, ...). The holdout suite is drawn as the
+full suite is, from another random stream: settings are chosen on ``full`` and never on it, so its
+figures say how a choice holds on edits it was not made on. Targets always name the background so
 the prompt says what to keep as well as what to change.
 """
 
@@ -35,7 +37,10 @@ from ..shapes.world import SIZE
 
 KINDS = ("colour", "shape", "background", "two")
 ATTRS = {"shape": SHAPES, "colour": tuple(COLOURS), "background": tuple(BACKGROUNDS)}
-SIZES = {"quick": 3, "full": 12}
+SIZES = {"quick": 3, "full": 12, "holdout": 12}
+#: The holdout suite draws from the random stream ``[seed, HOLDOUT_STREAM]`` (``seed + 2**32``), which
+#: no seed of the other suites below 2**32 reaches.
+HOLDOUT_STREAM = 1
 #: Suites derived from another: ``reconstruct`` is the quick suite's inputs with nothing to change
 #: (the prompt is the input's caption), for measuring how faithfully a method reproduces its input.
 DERIVED = {"reconstruct": "quick"}
@@ -47,15 +52,16 @@ def _pick_other(rng: np.random.Generator, attr: str, current: str) -> str:
 
 
 def make_suite(name: str = "quick", seed: int = 0, per_kind: int | None = None) -> dict[str, Any]:
-    """Generate a suite: ``per_kind`` edits of each kind (3 for "quick", 12 for "full")."""
+    """Generate a suite: ``per_kind`` edits of each kind (3 for "quick", 12 for "full" and
+    "holdout")."""
     if name in DERIVED:
         return _reconstruct(make_suite(DERIVED[name], seed, per_kind), name)
     per_kind = per_kind or SIZES.get(name)
     if per_kind is None:
         raise ConfigError(
-            f"unknown suite size {name!r}; use quick, full, reconstruct, or pass per_kind"
+            f"unknown suite size {name!r}; use quick, full, holdout, reconstruct, or pass per_kind"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, HOLDOUT_STREAM] if name == "holdout" else seed)
     edits = []
     for kind in KINDS:
         for i in range(per_kind):
@@ -105,7 +111,8 @@ def _reconstruct(suite: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
-    """``"quick"`` / ``"full"`` (generated from ``seed``) or a path to a suite JSON file.
+    """``"quick"`` / ``"full"`` / ``"holdout"`` (generated from ``seed``), ``"reconstruct"``, or
+    a path to a suite JSON file.
 
     A file is checked whole before anything runs, and every problem is a one-line error: an edit's
     id becomes a file name, so it must be a safe name (``paths.SAFE_NAME``) and unique; targets
@@ -116,7 +123,8 @@ def load_suite(spec: str | Path, seed: int = 0) -> dict[str, Any]:
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(
-            f"suite {spec!r} is neither 'quick', 'full', 'reconstruct' nor a JSON file; check the path"
+            f"suite {spec!r} is neither quick, full, holdout, reconstruct nor a JSON file; check the "
+            "path"
         )
     try:
         suite = json.loads(path.read_text())

@@ -4,6 +4,8 @@ Fit: invert the input's latent along the deterministic DDIM trajectory condition
 prompt (or the empty prompt), with guidance ``inversion_guidance_scale`` (1 is the most faithful).
 Sample: run DDIM from the inverted latent with the target prompt and classifier-free guidance.
 With guidance the reconstruction drifts; that drift is what PTI and null-text inversion correct.
+With a source prompt the edit is made with Prompt-to-Prompt attention control: the source prompt's
+branch runs beside it and lends it its attention maps (``imagic_kit/attention_control.py``).
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import attention_control
 from ..artifacts import Fit
+from ..attention_control import AttentionControlConfig, Branches, sample_with_control
 from ..config import default, param
 from ..registry import MethodSpec, register_method
-from ..sampling import SamplingConfig, ddim_invert, sample_with
+from ..sampling import SamplingConfig, ddim_invert
 from ..selection import RestoreConfig
 
 
 @dataclass
-class DDIMConfig(SamplingConfig, RestoreConfig):
+class DDIMConfig(SamplingConfig, RestoreConfig, AttentionControlConfig):
     fit_fields = ("num_inference_steps",)  # the inverted latent is made for one schedule
 
     num_inference_steps: int = default(
@@ -41,6 +45,8 @@ class DDIMConfig(SamplingConfig, RestoreConfig):
         min=0.02,
         max=1.0,
     )
+    cross_replace_steps: float = default("cross_replace_steps", 0.8)
+    self_replace_steps: float = default("self_replace_steps", 0.5)
 
 
 def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
@@ -67,8 +73,10 @@ def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:
 def sample(backbone, fit: Fit, inputs, config: DDIMConfig, generator, progress) -> torch.Tensor:
     cond = backbone.encode_prompt(inputs.prompt)
     latents = fit.tensor("inverted", backbone.device)
-    return sample_with(
-        backbone, latents, cond, config, generator, progress, strength=config.strength
+    # the attention control's source branch is the input under its caption: none without one
+    branches = Branches.of(backbone, inputs) if inputs.source_prompt else None
+    return sample_with_control(
+        backbone, latents, cond, config, generator, progress, branches, strength=config.strength
     )
 
 
@@ -81,6 +89,7 @@ register_method(
         sample=sample,
         source_prompt="optional",
         fit_depends_on=("source_prompt",),
+        edit_facts=attention_control.facts,
         paper="Song et al., arXiv 2010.02502",
         main_field="guidance_scale",
         title="DDIM",

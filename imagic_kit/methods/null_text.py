@@ -9,11 +9,13 @@
     sample 3. From z*_T, DDIM with guidance; the unconditional embedding at step t is u_t, the
               conditional one eta * e_tgt + (1 - eta) * e_src. eta = 1 (the default) is the paper's
               edit: the target prompt in place of the source; eta = 0 reproduces the input.
+           4. The edit is made with Prompt-to-Prompt attention control, as in the paper (sec. 4):
+              the reconstruction (the source prompt) runs beside it in one batch and lends it its
+              attention maps (``imagic_kit/attention_control.py``); ``cross_replace_steps=0`` and
+              ``self_replace_steps=0`` swap the prompts alone (the paper's "w/o P2P").
 
-The paper pairs the inversion with prompt-to-prompt attention control for editing; here the edit is
-the prompt swap alone (the paper's "w/o P2P" use), which keeps the method a drop-in for the
-toolkit's other editors. The machinery is shared with Prompt Tuning Inversion
-(``imagic_kit/inversion.py``), of which this is the mirror image.
+The machinery is shared with Prompt Tuning Inversion (``imagic_kit/inversion.py``), of which this
+is the mirror image.
 
 The paper's values are the defaults: 50 DDIM steps, guidance 7.5, up to 10 Adam steps per DDIM
 step at 1e-2 * (1 - i/100), early stop below 1e-5 + i * 2e-5 (sec. 4; docs/methods/null-text.md).
@@ -27,21 +29,25 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import attention_control
 from ..artifacts import Fit
+from ..attention_control import AttentionControlConfig, Branches, sample_with_control
+from ..config import default
 from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..registry import MethodSpec, register_method
-from ..sampling import sample_with
 from ..selection import RestoreConfig
 from ._common import eta
 
 
 @dataclass
-class NullTextConfig(TunedInversionConfig, RestoreConfig):
+class NullTextConfig(TunedInversionConfig, RestoreConfig, AttentionControlConfig):
     eta: float = eta(
         1.0,
         help="weight of the target prompt against the source prompt: 1 = the target in its place "
         "(the paper's edit), 0 reproduces the input",
     )
+    cross_replace_steps: float = default("cross_replace_steps", 0.4)
+    self_replace_steps: float = default("self_replace_steps", 0.5)
 
 
 def fit(backbone, inputs, config: NullTextConfig, generator, progress) -> Fit:
@@ -64,7 +70,10 @@ def sample(backbone, fit: Fit, inputs, config: NullTextConfig, generator, progre
     e_tgt = backbone.encode_prompt(inputs.prompt).float()
     e_src = backbone.encode_prompt(inputs.source_prompt).float()
     cond = config.eta * e_tgt + (1.0 - config.eta) * e_src
-    return sample_with(backbone, z_t, cond, config, generator, progress, uncond=tuned)
+    branches = Branches.of(backbone, inputs, source_cond=e_src)
+    return sample_with_control(
+        backbone, z_t, cond, config, generator, progress, branches, uncond=tuned
+    )
 
 
 register_method(
@@ -77,6 +86,7 @@ register_method(
         sample=sample,
         source_prompt="required",
         fit_depends_on=("source_prompt",),
+        edit_facts=attention_control.facts,
         paper="Mokady et al., arXiv 2211.09794",
         main_field="eta",
         title="NullText",

@@ -25,7 +25,10 @@ with their evidence in docs/methods/pti.md:
   ranking keeps the best (#candidates-over-eta_start);
 - the unedited pixels restored (#restoring-unedited-pixels);
 - DECOR's projection as an option (``decor_strength``, off by default; ``projection.py``),
-  applied to each step's interpolated condition (docs/methods/decor.md).
+  applied to each step's interpolated condition (docs/methods/decor.md);
+- Prompt-to-Prompt attention control as an option (``cross_replace_steps``, ``self_replace_steps``,
+  off by default; ``attention_control.py``): the source branch is the tuned c_t alone, the
+  reconstruction (docs/methods/attention-control.md).
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import projection
+from .. import attention_control, projection
 from ..artifacts import Fit
+from ..attention_control import AttentionControlConfig, Branches, sample_with_control
 from ..config import default, param
 from ..errors import ConfigError
 from ..inversion import TunedInversionConfig, fit_tuned, tuned_conditions
 from ..projection import DecorConfig
 from ..registry import MethodSpec, register_method
-from ..sampling import sample_with
 from ..selection import BestOfNConfig, images_per_prompt
 from ._common import eta
 
@@ -49,7 +52,7 @@ INVERSION_PROMPTS = ("empty", "target", "source")
 
 
 @dataclass
-class PTIConfig(BestOfNConfig, TunedInversionConfig, DecorConfig):
+class PTIConfig(BestOfNConfig, TunedInversionConfig, DecorConfig, AttentionControlConfig):
     inversion_prompt: str = param(
         "empty",
         help="the prompt that conditions the DDIM inversion: empty, target (the edit's prompt) or "
@@ -116,7 +119,11 @@ def sample(backbone, fit: Fit, inputs, config: PTIConfig, generator, progress) -
         # DECOR's option where the target enters; the steps on c_t alone stay the reconstruction
         return torch.where(eta != 0, project(mixed), mixed)
 
-    return sample_with(backbone, z_t.expand(n, -1, -1, -1), cond, config, generator, progress)
+    # the attention control's source branch: the tuned c_t alone (the reconstruction), whose
+    # tokens are the target prompt's (the tuning starts from its embedding)
+    branches = Branches.of(backbone, inputs, source_cond=tuned, layout=inputs.prompt)
+    latents = z_t.expand(n, -1, -1, -1)
+    return sample_with_control(backbone, latents, cond, config, generator, progress, branches)
 
 
 def candidate_eta_start(config: PTIConfig, j: int, draws: int) -> float:
@@ -142,7 +149,7 @@ register_method(
         sample=sample,
         source_prompt="optional",
         fit_depends_on=_fit_inputs,
-        edit_facts=projection.facts,
+        edit_facts=(projection.facts, attention_control.facts),
         paper="Dong et al., arXiv 2305.04441",
         main_field="eta",
         title="PTI",
