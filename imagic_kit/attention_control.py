@@ -33,7 +33,6 @@ The UNet's own processors come back after every sampling run, also one that fail
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +44,7 @@ from .config import param, shared_config
 from .errors import ConfigError
 from .progress import ProgressOptions
 from .sampling import Condition, sample_with, schedule
-from .words import align, dropped_words, token_ids, word_positions
+from .words import align, dropped_words, token_ids, word_list, word_positions
 
 
 def _check_reweight(value: str) -> str | None:
@@ -213,14 +212,10 @@ def controller_for(
                 f"{branches.target_text!r}"
             )
         equalizer[at] = factor
-    blend = None
+    blend, chosen = None, ()
     choice = config.blend_words.strip().lower()
     if choice != "off":
-        words = (
-            list(branches.changed)
-            if choice == "auto"
-            else [w for w in re.split(r"[\s,]+", choice) if w]
-        )
+        words = list(branches.changed) if choice == "auto" else word_list(choice)
         source = sorted({p for w in words for p in word_positions(tok, src_ids, w)})
         target = sorted({p for w in words for p in word_positions(tok, tgt_ids, w)})
         if choice != "auto" and not source and not target:
@@ -228,11 +223,9 @@ def controller_for(
                 f"blend_words={config.blend_words!r}: neither prompt has these words; name words "
                 "of the prompts, or set blend_words=auto"
             )
-        blend = (source or target, target or source) if (source or target) else None
-        chosen = tuple(words) if blend is not None else ()
-    else:
-        chosen = ()
-    controller = Controller(
+        if source or target:
+            blend, chosen = (source or target, target or source), tuple(words)
+    return Controller(
         rows=rows,
         steps=steps,
         cross_steps=round(config.cross_replace_steps * steps),
@@ -242,9 +235,8 @@ def controller_for(
         blend_tokens=blend,
         threshold=config.blend_threshold,
         latent_size=size,
+        blend_words=chosen,
     )
-    controller.blend_words = chosen
-    return controller
 
 
 def _target_rows_only(progress: ProgressOptions) -> ProgressOptions:

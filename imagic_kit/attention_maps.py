@@ -35,6 +35,7 @@ class Controller:
         blend_tokens: per branch (source first, then one list for the target rows) the token
             positions whose attention marks the edited region; None: no local blend.
         latent_size: (h, w) of the latents.
+        blend_words: the words of ``blend_tokens`` (for the recipe).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Controller:
         blend_tokens: tuple[list[int], list[int]] | None,
         threshold: float,
         latent_size: tuple[int, int],
+        blend_words: tuple[str, ...] = (),
     ):
         self.rows, self.steps = rows, steps
         self.cross_steps, self.self_steps = cross_steps, self_steps
@@ -56,7 +58,7 @@ class Controller:
         self.blend_tokens, self.threshold = blend_tokens, threshold
         self.latent_size = latent_size
         self.self_max_tokens = (latent_size[0] * latent_size[1]) // 4
-        self.blend_words: tuple[str, ...] = ()  # what the blend's tokens are, for the recipe
+        self.blend_words = blend_words
         self.step = 0
         self.sums: dict[int, torch.Tensor] = {}  # query length -> [rows, query length]
 

@@ -23,7 +23,6 @@ sampling) are what a method calls.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 
 from .config import param, shared_config
 from .errors import ConfigError
-from .words import dropped_words, find
+from .words import dropped_words, find, word_list
 
 
 def directions(unwanted: torch.Tensor, rank: int | None = None) -> torch.Tensor:
@@ -127,7 +126,7 @@ def unwanted_words(inputs: Any, config: DecorConfig) -> list[str]:
     """The words to project out: ``decor_remove``, or what the target drops from the source
     prompt. Raises ConfigError when the option is on and there are none."""
     if config.decor_remove.strip():
-        words = [w for w in re.split(r"[\s,]+", config.decor_remove.strip().lower()) if w]
+        words = word_list(config.decor_remove)
         if not words:
             raise ConfigError(
                 f"decor_remove={config.decor_remove!r} names no word; give them, e.g. decor_remove=red"

@@ -66,10 +66,11 @@ class MethodSpec:
 
     def facts(self, backbone, inputs, config) -> dict[str, Any]:
         """The edit's facts (see ``edit_facts``), merged; they also check the edit before a fit."""
-        found = self.edit_facts
+        fns = self.edit_facts if isinstance(self.edit_facts, tuple) else (self.edit_facts,)
         out: dict[str, Any] = {}
-        for fn in found if isinstance(found, tuple) else (found,) if found else ():
-            out.update(fn(backbone, inputs, config))
+        for fn in fns:
+            if fn is not None:
+                out.update(fn(backbone, inputs, config))
         return out
 
     def __post_init__(self) -> None:

@@ -21,6 +21,11 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
 
 
+def word_list(text: str) -> list[str]:
+    """The words a user listed in a field (``"red, blue"`` or ``"red blue"``), lower-cased."""
+    return [w for w in re.split(r"[\s,]+", text.strip().lower()) if w]
+
+
 def dropped_words(source: str, target: str) -> list[str]:
     """The words of ``source`` that ``target`` does not have, in order, stop words left out."""
     kept = set(words(target))

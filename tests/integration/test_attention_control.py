@@ -17,6 +17,8 @@ from imagic_kit.registry import get_method
 
 SRC = "a red circle on a gray background"
 TGT = "a blue circle on a gray background"
+#: An edit of the scene at the methods' smoke settings.
+SMOKE = dict(source_prompt=SRC, preset="smoke", seed=0, progress=False)
 FIELDS = ("cross_replace_steps", "self_replace_steps", "reweight", "blend_words", "blend_threshold")
 
 
@@ -59,9 +61,7 @@ def test_the_fields_are_sample_stage_fields_of_the_inversion_methods(method):
 def test_processors_are_restored_after_an_edit_and_after_one_that_failed(shapes, monkeypatch):
     before = _processors(shapes.unet)
     image = _scene()
-    edit(
-        shapes, image, TGT, method="ddim", source_prompt=SRC, preset="smoke", seed=0, progress=False
-    )
+    edit(shapes, image, TGT, method="ddim", **SMOKE)
     assert _processors(shapes.unet) == before
 
     seen = []
@@ -80,10 +80,7 @@ def test_processors_are_restored_after_an_edit_and_after_one_that_failed(shapes,
             image,
             TGT,
             method="ddim",
-            source_prompt=SRC,
-            preset="smoke",
-            seed=0,
-            progress=False,
+            **SMOKE,
         )
     assert seen[0] == {"ControlledAttention"}  # the control was installed while sampling ran
     assert _processors(shapes.unet) == before
@@ -95,10 +92,7 @@ def test_reconstruction_is_unchanged_when_the_target_is_the_source(shapes):
         _scene(),
         SRC,
         method="null-text",
-        source_prompt=SRC,
-        preset="smoke",
-        seed=0,
-        progress=False,
+        **SMOKE,
         sweep={"cross_replace_steps": [0.0, 0.8], "self_replace_steps": [0.0, 0.4]},
     )
     off, *on = (np.asarray(r.image, dtype=np.int16) for r in results)
@@ -112,10 +106,7 @@ def test_the_control_changes_the_edit_and_records_itself(shapes):
         _scene(),
         TGT,
         method="ddim",
-        source_prompt=SRC,
-        preset="smoke",
-        seed=0,
-        progress=False,
+        **SMOKE,
         cross_replace_steps=0.0,
         sweep={"self_replace_steps": [0.0, 1.0]},
     )
