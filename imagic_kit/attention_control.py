@@ -16,11 +16,20 @@ with the values:
 - self-attention: for the first ``self_replace_steps`` the target branch takes the source branch's
   self-attention maps in the layers at half the latent's resolution or coarser (the paper's code
   replaces them at 32x32 and below of SD's 64x64 latents): they carry layout and shape;
-- local blend: the cross-attention of the words that change (or of chosen words), in the layers
-  whose maps are nearest 16x16 (SD 1.x's at 512 px, as in the paper), summed over heads, layers and
-  the steps so far, is max-pooled, upsampled, normalised and thresholded into a mask; after each
-  step from the first fifth of sampling on, the target branch's latents outside the mask are the
-  source branch's (sec. 3.2, "local editing").
+- local blend: after each step from the first fifth of sampling on, the target branch's latents
+  outside a region are the source branch's (sec. 3.2, "local editing"). The region comes from
+  ``blend_mask``:
+
+  - ``attention`` (the paper's): the cross-attention of the words that change (or of chosen
+    words), in the layers whose maps are nearest 16x16 (SD 1.x's at 512 px, as in the paper),
+    summed over heads, layers and the steps so far, max-pooled, upsampled, normalised and
+    thresholded;
+  - ``difference``: drawn once before sampling, where the model's noise estimates for the noised
+    input under the caption and under the target prompt differ (DiffEdit's mask, Couairon et al.,
+    arXiv 2210.11427, sec. 3.1; :func:`difference_region`). It needs no attention layer at the
+    right resolution: on a model whose text attention is coarse a word's map covers the whole
+    image (docs/methods/attention-control.md). With it the decoded pixels outside the region are
+    the input's too (``restore.keep_outside``): blending latents alone does not keep them.
 
 As in the paper's code, only the conditional half of a guided batch is controlled, and the maps
 kept for the blend are the ones the model computed, before any replacement. A layer whose maps
@@ -43,7 +52,8 @@ from .attention_maps import Controller, installed
 from .config import param, shared_config
 from .errors import ConfigError
 from .progress import ProgressOptions
-from .sampling import Condition, sample_with, schedule
+from .regions import difference_region
+from .sampling import Condition, Sampled, sample_with, schedule
 from .words import align, dropped_words, token_ids, word_list, word_positions
 
 
@@ -88,15 +98,33 @@ class AttentionControlConfig:
     )
     blend_words: str = param(
         "auto",
-        help="attention control's local blend: the words whose attention marks the region the "
-        "edit may change (comma list), auto (the words the two prompts do not share) or off; "
-        "outside the region the input's latents are kept",
+        help="attention control's local blend: off, or the words whose attention marks the "
+        "region the edit may change with blend_mask=attention (comma list, or auto: the words "
+        "the two prompts do not share); outside the region the input is kept",
         stage="sample",
+    )
+    blend_mask: str = param(
+        "attention",
+        help="attention control's local blend: what marks its region: attention (the blend "
+        "words' cross-attention, the paper's) or difference (where the model's noise estimates "
+        "for the input under the source and the target prompt differ, as DiffEdit does)",
+        stage="sample",
+        choices=["attention", "difference"],
+    )
+    blend_noise: float = param(
+        0.5,
+        help="attention control's local blend with blend_mask=difference: the noise level, as a "
+        "fraction of the schedule, at which the two prompts' noise estimates are compared "
+        "(DiffEdit's 0.5; higher also marks regions whose colour the prompts set, e.g. a "
+        "background)",
+        stage="sample",
+        min=0.05,
+        max=1.0,
     )
     blend_threshold: float = param(
         0.3,
-        help="attention control's local blend: the share of the strongest attention from which a "
-        "latent pixel belongs to the edited region",
+        help="attention control's local blend: the share of the strongest attention (or "
+        "difference) from which a latent pixel belongs to the edited region",
         stage="sample",
         min=0.0,
         max=1.0,
@@ -133,13 +161,16 @@ def changed_words(source: str, target: str) -> list[str]:
 @dataclass(frozen=True)
 class Branches:
     """The two sides of an edit: the source branch's condition and the prompt whose tokens it has
-    (its layout), the target prompt (the target condition's layout), and the words that change
-    (for ``blend_words=auto``)."""
+    (its layout), the target prompt (the target condition's layout), the words that change (for
+    ``blend_words=auto``), and the input's pixels [1, 3, H, W] and caption (for
+    ``blend_mask=difference``)."""
 
     source_cond: Condition
     source_text: str
     target_text: str
     changed: tuple[str, ...]
+    pixels: torch.Tensor | None = None
+    caption: str | None = None
 
     @classmethod
     def of(cls, backbone, inputs, source_cond: Condition | None = None, layout: str | None = None):
@@ -148,7 +179,8 @@ class Branches:
         src, tgt = inputs.source_prompt or "", inputs.prompt
         if source_cond is None:
             source_cond = backbone.encode_prompt(src)
-        return cls(source_cond, layout or src, tgt, tuple(changed_words(src, tgt) if src else ()))
+        changed = tuple(changed_words(src, tgt) if src else ())
+        return cls(source_cond, layout or src, tgt, changed, inputs.pixels[:1], src or None)
 
 
 def _rows(cond: Condition | None, first: Condition | None, n: int) -> Condition | None:
@@ -183,16 +215,47 @@ def facts(backbone, inputs, config: AttentionControlConfig) -> dict[str, Any]:
     )
     c = controller_for(backbone, branches, config, 2, 1, (1, 1))
     own = int((c.mapping < 0).sum())
+    blend = "off" if config.blend_words.strip().lower() == "off" else config.blend_mask
     return {
         "attention_control": {
             "tokens": "word swap" if own == 0 else f"refinement ({own} new tokens)",
+            "blend": blend,
             "blend_words": list(c.blend_words),
         }
     }
 
 
+def _blend_tokens(tok, branches: Branches, config, src_ids, tgt_ids):
+    """The token positions (source, target) of the attention blend's words, and the words."""
+    choice = config.blend_words.strip().lower()
+    if choice not in ("auto", "off") and config.blend_mask != "attention":
+        raise ConfigError(
+            f"blend_words={config.blend_words!r} names words, which only blend_mask=attention "
+            "reads; set blend_mask=attention, or blend_words=auto"
+        )
+    if choice == "off" or config.blend_mask != "attention":
+        return None, ()
+    words = list(branches.changed) if choice == "auto" else word_list(choice)
+    source = sorted({p for w in words for p in word_positions(tok, src_ids, w)})
+    target = sorted({p for w in words for p in word_positions(tok, tgt_ids, w)})
+    if choice != "auto" and not source and not target:
+        raise ConfigError(
+            f"blend_words={config.blend_words!r}: neither prompt has these words; name words "
+            "of the prompts, or set blend_words=auto"
+        )
+    if not source and not target:
+        return None, ()
+    return (source or target, target or source), tuple(words)
+
+
 def controller_for(
-    backbone, branches: Branches, config: AttentionControlConfig, rows: int, steps: int, size
+    backbone,
+    branches: Branches,
+    config: AttentionControlConfig,
+    rows: int,
+    steps: int,
+    size,
+    region: torch.Tensor | None = None,
 ) -> Controller:
     """The ``Controller`` of one sampling run; a ConfigError names words the prompts lack."""
     tok, length = backbone.tokenizer, backbone.max_tokens
@@ -212,19 +275,7 @@ def controller_for(
                 f"{branches.target_text!r}"
             )
         equalizer[at] = factor
-    blend, chosen = None, ()
-    choice = config.blend_words.strip().lower()
-    if choice != "off":
-        words = list(branches.changed) if choice == "auto" else word_list(choice)
-        source = sorted({p for w in words for p in word_positions(tok, src_ids, w)})
-        target = sorted({p for w in words for p in word_positions(tok, tgt_ids, w)})
-        if choice != "auto" and not source and not target:
-            raise ConfigError(
-                f"blend_words={config.blend_words!r}: neither prompt has these words; name words "
-                "of the prompts, or set blend_words=auto"
-            )
-        if source or target:
-            blend, chosen = (source or target, target or source), tuple(words)
+    blend, chosen = _blend_tokens(tok, branches, config, src_ids, tgt_ids)
     return Controller(
         rows=rows,
         steps=steps,
@@ -236,6 +287,7 @@ def controller_for(
         threshold=config.blend_threshold,
         latent_size=size,
         blend_words=chosen,
+        region=region,
     )
 
 
@@ -267,7 +319,7 @@ def sample_with_control(
     *,
     uncond: Condition | None = None,
     **options,
-) -> torch.Tensor:
+) -> torch.Tensor | Sampled:
     """``sampling.sample_with`` for an edit of an inverted input, with the attention control that
     ``config`` (an :class:`AttentionControlConfig` and a ``SamplingConfig``) asks for: the source
     branch (``branches.source_cond``, from ``latents[:1]``) runs in the same batch as the target
@@ -279,8 +331,19 @@ def sample_with_control(
         )
     n = latents.shape[0]
     sch = schedule(backbone, config.num_inference_steps, options.get("strength", 1.0))
+    region = None
+    if config.blend_mask == "difference" and config.blend_words.strip().lower() != "off":
+        if branches.pixels is not None and branches.caption:
+            region = difference_region(
+                backbone,
+                branches.pixels,
+                branches.caption,
+                branches.target_text,
+                config.blend_threshold,
+                config.blend_noise,
+            )
     controller = controller_for(
-        backbone, branches, config, 1 + n, len(sch.active), tuple(latents.shape[-2:])
+        backbone, branches, config, 1 + n, len(sch.active), tuple(latents.shape[-2:]), region
     )
     user_step: Callable[[int], None] | None = options.pop("before_step", None)
 
@@ -302,4 +365,6 @@ def sample_with_control(
             after_step=controller.blend,
             **options,
         )
-    return x[1:]
+    if controller.region is None:
+        return x[1:]
+    return Sampled(x[1:], controller.region)  # the input's pixels go back outside it

@@ -36,6 +36,8 @@ class Controller:
             positions whose attention marks the edited region; None: no local blend.
         latent_size: (h, w) of the latents.
         blend_words: the words of ``blend_tokens`` (for the recipe).
+        region: [1, 1, h, w] a fixed region for the local blend, drawn before sampling
+            (``attention_control.difference_region``); the cross-attention is then not kept.
     """
 
     def __init__(
@@ -51,11 +53,14 @@ class Controller:
         threshold: float,
         latent_size: tuple[int, int],
         blend_words: tuple[str, ...] = (),
+        region: torch.Tensor | None = None,
     ):
         self.rows, self.steps = rows, steps
         self.cross_steps, self.self_steps = cross_steps, self_steps
         self.mapping, self.equalizer = mapping, equalizer
-        self.blend_tokens, self.threshold = blend_tokens, threshold
+        self.region = region
+        self.blend_tokens = blend_tokens if region is None else None
+        self.threshold = threshold
         self.latent_size = latent_size
         self.self_max_tokens = (latent_size[0] * latent_size[1]) // 4
         self.blend_words = blend_words
@@ -126,9 +131,9 @@ class Controller:
 
     def blend(self, j: int, x: torch.Tensor) -> torch.Tensor:
         """After active step ``j``: the target rows outside the mask become the source's."""
-        if self.blend_tokens is None or j < round(BLEND_START * self.steps):
+        if j < round(BLEND_START * self.steps):
             return x
-        mask = self.mask()
+        mask = self.region if self.region is not None else self.mask()
         if mask is None:
             return x
         out = x.clone()

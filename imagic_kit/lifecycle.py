@@ -227,7 +227,7 @@ def run(
         t0 = time.perf_counter()
         sampling = ProgressOptions(enabled=progress, callback=callback, step_end=step_end)
         try:
-            generated = draw(spec, backbone, fit, inputs, cfg, req.seed, sampling)
+            generated, region = draw(spec, backbone, fit, inputs, cfg, req.seed, sampling)
         except (RuntimeError, ValueError) as e:
             if not reused or isinstance(e, _TorchOOM):
                 raise
@@ -238,7 +238,7 @@ def run(
                 "refit without --artifacts"
             ) from None
         timings["sample_s"] = time.perf_counter() - t0
-        chosen = select(generated, inputs.pixels[:1], inputs.prompt, cfg, clip_path)
+        chosen = select(generated, inputs.pixels[:1], inputs.prompt, cfg, clip_path, region)
         timings["sample_s"] += chosen.timings["restore_s"]  # the restore counts as sampling
         if "rank_s" in chosen.timings:
             timings["rank_s"] = chosen.timings["rank_s"]

@@ -60,3 +60,20 @@ def restore_pixels(
     ref = reference[:1].float().to(pixels.device)
     out = m * pixels.float() + (1 - m) * ref
     return out.to(pixels.dtype), m
+
+
+def keep_outside(
+    pixels: torch.Tensor, reference: torch.Tensor, region: torch.Tensor
+) -> torch.Tensor:
+    """``pixels`` (N, 3, H, W) outside ``region`` (N or 1, 1, h, w; 1 = may change, at any lower
+    resolution, e.g. the latents') replaced by ``reference``'s, with an edge feathered over ``s``
+    px (``s`` = width / 64): the pixel-space completion of a latent blend. Blending latents alone
+    does not keep the rest of the image: the decoder's group normalisations take their statistics
+    over the whole image, so an edited object shifts the tone of pixels whose latents were kept
+    (Avrahami et al., arXiv 2206.02779, sec. 3, blend the decoded pixels for the same reason)."""
+    x = pixels.float()
+    s = x.shape[-1] / 64
+    m = torch.nn.functional.interpolate(region.float().to(x.device), size=x.shape[-2:])
+    m = gaussian_blur(m, s).clamp(0, 1)
+    ref = reference[:1].float().to(x.device)
+    return (m * x + (1 - m) * ref).to(pixels.dtype)

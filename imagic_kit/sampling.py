@@ -54,6 +54,22 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class Sampled:
+    """What a method's ``sample`` returns when its sampling also drew the region the edit may
+    change (the attention control's local blend): the latents, and the region [1 or N, 1, h, w]
+    (1 = may change) at the latents' resolution. ``selection.select`` puts the input's pixels
+    back outside it after decoding. A method may also return the latents alone."""
+
+    latents: torch.Tensor
+    region: torch.Tensor | None = None
+
+
+def unpack(out: torch.Tensor | Sampled) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A ``sample`` result as (latents, region or None)."""
+    return (out.latents, out.region) if isinstance(out, Sampled) else (out, None)
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Descending timesteps of a DDIM run and the cumulative alphas either side of each step."""
 

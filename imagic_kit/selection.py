@@ -39,7 +39,8 @@ import torch
 from .config import param, shared_config
 from .errors import ConfigError, ModelNotAvailableError
 from .ranking import RANK_BY, Ranking, rank_candidates, rank_terms
-from .restore import restore_pixels
+from .restore import keep_outside, restore_pixels
+from .sampling import unpack
 
 #: Candidates sampled per batch: bounds the memory of best-of-N on large models. Candidate i depends
 #: on how many are drawn (one generator runs through the batches), so a pick is reproduced with the
@@ -164,28 +165,38 @@ def check_rank_clip(config: Any) -> None:
         )
 
 
-def draw(spec, backbone, fit, inputs, config: Any, seed: int, progress) -> torch.Tensor:
+def draw(
+    spec, backbone, fit, inputs, config: Any, seed: int, progress
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every image the config asks for (``num_images_per_prompt x candidates``), decoded to pixels
     ([N, 3, H, W] in [-1, 1]), sampled in batches of at most :data:`SAMPLE_CHUNK` from one
-    generator (so the seed fixes them all)."""
+    generator (so the seed fixes them all); and the region [N, 1, h, w] each may change where the
+    method's sampling drew one (``sampling.Sampled``), else None."""
     generator = torch.Generator().manual_seed(seed)
     per_prompt = images_per_prompt(config)
     n = per_prompt * candidates_per_image(config)
     with torch.no_grad():
         if n == per_prompt:  # no best-of-N: one call, exactly as the method asks
             whole = dataclasses.replace(inputs, first_candidate=0, draws=n)
-            latents = spec.sample(backbone, fit, whole, config, generator, progress)
-            return backbone.decode_latents(latents)
-        chunks, done = [], 0
+            latents, region = unpack(spec.sample(backbone, fit, whole, config, generator, progress))
+            return backbone.decode_latents(latents), _per_image(region, n)
+        chunks, regions, done = [], [], 0
         while done < n:
             k = min(SAMPLE_CHUNK, n - done)
             part = dataclasses.replace(config, num_images_per_prompt=k)
             batch = dataclasses.replace(inputs, first_candidate=done, draws=n)
             bar = progress.sub(f"candidates {done + 1}-{done + k} of {n}")
-            latents = spec.sample(backbone, fit, batch, part, generator, bar)
+            latents, region = unpack(spec.sample(backbone, fit, batch, part, generator, bar))
             chunks.append(backbone.decode_latents(latents))
+            regions.append(_per_image(region, k))
             done += k
-    return torch.cat(chunks)
+    if any(r is None for r in regions):
+        return torch.cat(chunks), None
+    return torch.cat(chunks), torch.cat(regions)
+
+
+def _per_image(region: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    return None if region is None else region.float().cpu().expand(n, -1, -1, -1)
 
 
 @dataclass
@@ -206,15 +217,20 @@ def select(
     prompt: str,
     config: Any,
     clip_path: str | None,
+    region: torch.Tensor | None = None,
 ) -> Selected:
     """Rank ``generated`` (from :func:`draw`) against the input ``reference`` ([1, 3, H, W]) and
-    ``prompt``, restore the unedited pixels, keep the best. ``timings``: ``restore_s`` and, with
-    best-of-N, ``rank_s``."""
+    ``prompt``, restore the unedited pixels, keep the best. With a ``region`` from the sampling
+    (:func:`draw`), the pixels outside it are the input's (``restore.keep_outside``), and the
+    restore's own estimate is not used. ``timings``: ``restore_s`` and, with best-of-N,
+    ``rank_s``."""
     from .imaging import tensor_to_pil
 
     t0 = time.perf_counter()
     pixels = generated
-    if isinstance(config, RestoreConfig) and config.restore_unedited > 0:
+    if region is not None:
+        pixels = keep_outside(generated, reference, region)
+    elif isinstance(config, RestoreConfig) and config.restore_unedited > 0:
         pixels = restore_pixels(generated, reference, config.restore_unedited)[0]
     timings = {"restore_s": time.perf_counter() - t0}
     if candidates_per_image(config) <= 1:

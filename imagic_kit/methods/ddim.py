@@ -47,6 +47,8 @@ class DDIMConfig(SamplingConfig, RestoreConfig, AttentionControlConfig):
     )
     cross_replace_steps: float = default("cross_replace_steps", 0.8)
     self_replace_steps: float = default("self_replace_steps", 0.5)
+    blend_mask: str = default("blend_mask", "difference")
+    blend_threshold: float = default("blend_threshold", 0.2)
 
 
 def fit(backbone, inputs, config: DDIMConfig, generator, progress) -> Fit:

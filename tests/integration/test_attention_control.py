@@ -19,7 +19,15 @@ SRC = "a red circle on a gray background"
 TGT = "a blue circle on a gray background"
 #: An edit of the scene at the methods' smoke settings.
 SMOKE = dict(source_prompt=SRC, preset="smoke", seed=0, progress=False)
-FIELDS = ("cross_replace_steps", "self_replace_steps", "reweight", "blend_words", "blend_threshold")
+FIELDS = (
+    "cross_replace_steps",
+    "self_replace_steps",
+    "reweight",
+    "blend_words",
+    "blend_mask",
+    "blend_noise",
+    "blend_threshold",
+)
 
 
 def _processors(unet):
@@ -108,11 +116,13 @@ def test_the_control_changes_the_edit_and_records_itself(shapes):
         method="ddim",
         **SMOKE,
         cross_replace_steps=0.0,
+        blend_mask="attention",
         sweep={"self_replace_steps": [0.0, 1.0]},
     )
     assert np.abs(np.asarray(on.image, np.int16) - np.asarray(off.image, np.int16)).max() > 8
     assert on.recipe["edit_facts"]["attention_control"] == {
         "tokens": "word swap",
+        "blend": "attention",
         "blend_words": ["blue", "red"],
     }
     assert "attention_control" not in off.recipe.get("edit_facts", {})
@@ -122,7 +132,8 @@ def test_the_control_changes_the_edit_and_records_itself(shapes):
     ("overrides", "match"),
     [
         ({"reweight": "purple:2"}, "reweight names 'purple'"),
-        ({"blend_words": "purple"}, "blend_words='purple'"),
+        ({"blend_words": "purple", "blend_mask": "attention"}, "blend_words='purple'"),
+        ({"blend_words": "blue"}, "only blend_mask=attention"),
         ({"reweight": "blue"}, "WORD:FACTOR"),
     ],
 )
@@ -160,3 +171,45 @@ def test_a_step_end_callback_sees_the_edit_not_the_source_branch(shapes):
     out = pipe(_scene(), TGT, source_prompt=SRC, num_inference_steps=4, seed=0, progress=False,
                callback_on_step_end=watch)  # fmt: skip
     assert rows == [1, 1, 1, 1] and len(out.images) == 1
+
+
+def test_the_difference_region_marks_the_recoloured_object(shapes):
+    from imagic_kit.imaging import pil_to_tensor
+    from imagic_kit.regions import difference_region
+
+    pixels = pil_to_tensor(_scene())  # a red disc in the box (20, 18)-(46, 44) on gray
+    region = difference_region(shapes, pixels, SRC, TGT, threshold=0.3)
+    assert region is not None and region.shape == (1, 1, 16, 16)  # the latents' size
+    disc = np.zeros((16, 16), bool)
+    disc[18 // 4 : 44 // 4 + 1, 20 // 4 : 46 // 4 + 1] = True  # the disc's latent cells
+    marked = region[0, 0].numpy() > 0
+    assert marked[disc].mean() > 0.8  # the disc is in the region
+    assert marked[~disc].mean() < 0.25  # little else is
+    # the same inputs give the same region; the same prompt twice: nothing to confine
+    assert torch.equal(region, difference_region(shapes, pixels, SRC, TGT, threshold=0.3))
+    assert difference_region(shapes, pixels, SRC, SRC, threshold=0.3) is None
+
+
+@pytest.mark.parametrize("method", ["ddim", "null-text", "pti"])
+def test_the_difference_blend_keeps_the_input_outside_its_region(shapes, method):
+    image = _scene()
+    # pti: the option on, best of several candidates (draw()'s batches carry the region)
+    on = {"cross_replace_steps": 0.4, "self_replace_steps": 0.5} if method == "pti" else {}
+    result = edit(
+        shapes,
+        image,
+        TGT,
+        method=method,
+        **SMOKE,
+        **on,
+        blend_mask="difference",
+        blend_threshold=0.3,
+    )
+    facts = result.recipe["edit_facts"]["attention_control"]
+    assert facts == {"tokens": "word swap", "blend": "difference", "blend_words": []}
+    out = np.asarray(result.image, np.int16)
+    src = np.asarray(image, np.int16)
+    far = np.ones((64, 64), bool)  # away from the disc by more than the region's margin
+    far[18 - 12 : 44 + 12, 20 - 12 : 46 + 12] = False
+    assert np.abs(out[far] - src[far]).max() <= 1
+    assert np.abs(out[24:38, 26:40] - src[24:38, 26:40]).mean() > 30  # the disc was recoloured

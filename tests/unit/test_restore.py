@@ -9,7 +9,7 @@ from PIL import Image
 
 from imagic_kit import edit
 from imagic_kit.imaging import pil_to_tensor
-from imagic_kit.restore import edited_mask, restore_pixels
+from imagic_kit.restore import edited_mask, keep_outside, restore_pixels
 from imagic_kit.shapes import Scene, render
 
 
@@ -108,3 +108,21 @@ def test_best_of_n_ranks_the_candidates_as_generated_and_returns_them_restored(t
         np.asarray(kept.image), np.asarray(kept.candidates[kept.ranking.order[0]])
     )
     assert not np.array_equal(np.asarray(kept.image), np.asarray(plain.image))
+
+
+def test_keep_outside_puts_the_input_back_outside_a_latent_region():
+    src = scene()
+    edited = scene(colour="red") + 0.2  # recoloured, and every pixel's tone shifted
+    region = torch.zeros(1, 1, 16, 16)
+    region[:, :, 4:12, 2:10] = 1  # latent cells 4 px each: rows 16-47, columns 8-39
+    out = keep_outside(edited, src, region)
+    assert out.shape == src.shape and out.dtype == src.dtype
+
+    def close(a, b):
+        return torch.allclose(a, b, atol=1e-6)
+
+    assert close(out[..., 20:44, 12:36], edited[..., 20:44, 12:36])  # inside, past the edge
+    assert close(out[..., :12, :], src[..., :12, :])  # above, past the feathered edge
+    assert close(out[..., :, 44:], src[..., :, 44:])  # right of it
+    edge = out[..., 16, 20:30] - src[..., 16, 20:30]  # on the edge: part of each
+    assert (edge.abs() > 0.01).all() and (edge.abs() < 0.19).all()
