@@ -2,7 +2,9 @@
 
 ``fit(backbone, inputs, config, generator, progress) -> Fit`` learns what the method needs from
 the input image(s): embeddings, a LoRA, an inversion. ``sample(backbone, fit, inputs, config,
-generator, progress) -> latents`` generates from a fit. ``edit()`` is fit-or-load, then sample.
+generator, progress) -> latents`` generates from a fit (or ``sampling.Sampled(latents, region)``
+when its sampling also drew the region the edit may change). ``edit()`` is fit-or-load, then
+sample.
 Registering happens at the bottom of each method module.
 """
 
