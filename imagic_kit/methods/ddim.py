@@ -46,7 +46,7 @@ class DDIMConfig(SamplingConfig, RestoreConfig, AttentionControlConfig):
         max=1.0,
     )
     cross_replace_steps: float = default("cross_replace_steps", 0.8)
-    self_replace_steps: float = default("self_replace_steps", 0.5)
+    self_replace_steps: float = default("self_replace_steps", 0.9)
     blend_mask: str = default("blend_mask", "difference")
     blend_threshold: float = default("blend_threshold", 0.2)
 
