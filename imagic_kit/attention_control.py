@@ -26,7 +26,7 @@ with the values:
     thresholded;
   - ``difference``: drawn once before sampling, where the model's noise estimates for the noised
     input under the caption and under the target prompt differ (DiffEdit's mask, Couairon et al.,
-    arXiv 2210.11427, sec. 3.1; :func:`difference_region`). It needs no attention layer at the
+    arXiv 2210.11427, sec. 3.1; ``regions.difference_region``). It needs no attention layer at the
     right resolution: on a model whose text attention is coarse a word's map covers the whole
     image (docs/methods/attention-control.md). With it the decoded pixels outside the region are
     the input's too (``restore.keep_outside``): blending latents alone does not keep them.
@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from .attention_maps import Controller, installed
-from .config import param, shared_config
+from .config import checked_by, param, shared_config
 from .errors import ConfigError
 from .progress import ProgressOptions
 from .regions import difference_region
@@ -57,12 +57,21 @@ from .sampling import Condition, Sampled, sample_with, schedule
 from .words import align, dropped_words, token_ids, word_list, word_positions
 
 
-def _check_reweight(value: str) -> str | None:
-    try:
-        parse_reweight(value)
-    except ValueError as e:
-        return str(e)
-    return None
+def parse_reweight(value: str) -> list[tuple[str, float]]:
+    """``"blue:2,circle:0.5"`` as [("blue", 2.0), ("circle", 0.5)]; a ValueError says the fix."""
+    out = []
+    for item in (p.strip() for p in str(value).split(",")):
+        if not item:
+            continue
+        word, _, factor = item.rpartition(":")
+        try:
+            scale = float(factor)
+        except ValueError:
+            scale = math.nan
+        if not word.strip() or not math.isfinite(scale):
+            raise ValueError(f"reweight takes WORD:FACTOR pairs, e.g. blue:2 (got {item!r})")
+        out.append((word.strip().lower(), scale))
+    return out
 
 
 @shared_config
@@ -94,7 +103,7 @@ class AttentionControlConfig:
         help="attention control: scale the attention to target words while the cross-attention "
         "is replaced, e.g. blue:2 or blue:2,circle:0.5 (empty = none)",
         stage="sample",
-        check=_check_reweight,
+        check=checked_by(parse_reweight),
     )
     blend_words: str = param(
         "auto",
@@ -136,21 +145,9 @@ def active(config: AttentionControlConfig) -> bool:
     return config.cross_replace_steps > 0 or config.self_replace_steps > 0
 
 
-def parse_reweight(value: str) -> list[tuple[str, float]]:
-    """``"blue:2,circle:0.5"`` as [("blue", 2.0), ("circle", 0.5)]; a ValueError says the fix."""
-    out = []
-    for item in (p.strip() for p in str(value).split(",")):
-        if not item:
-            continue
-        word, _, factor = item.rpartition(":")
-        try:
-            scale = float(factor)
-        except ValueError:
-            scale = math.nan
-        if not word.strip() or not math.isfinite(scale):
-            raise ValueError(f"reweight takes WORD:FACTOR pairs, e.g. blue:2 (got {item!r})")
-        out.append((word.strip().lower(), scale))
-    return out
+def blend_kind(config: AttentionControlConfig) -> str:
+    """Where the local blend's region comes from: ``off``, ``attention`` or ``difference``."""
+    return "off" if config.blend_words.strip().lower() == "off" else config.blend_mask
 
 
 def changed_words(source: str, target: str) -> list[str]:
@@ -215,11 +212,10 @@ def facts(backbone, inputs, config: AttentionControlConfig) -> dict[str, Any]:
     )
     c = controller_for(backbone, branches, config, 2, 1, (1, 1))
     own = int((c.mapping < 0).sum())
-    blend = "off" if config.blend_words.strip().lower() == "off" else config.blend_mask
     return {
         "attention_control": {
             "tokens": "word swap" if own == 0 else f"refinement ({own} new tokens)",
-            "blend": blend,
+            "blend": blend_kind(config),
             "blend_words": list(c.blend_words),
         }
     }
@@ -228,12 +224,12 @@ def facts(backbone, inputs, config: AttentionControlConfig) -> dict[str, Any]:
 def _blend_tokens(tok, branches: Branches, config, src_ids, tgt_ids):
     """The token positions (source, target) of the attention blend's words, and the words."""
     choice = config.blend_words.strip().lower()
-    if choice not in ("auto", "off") and config.blend_mask != "attention":
+    if blend_kind(config) == "difference" and choice != "auto":
         raise ConfigError(
             f"blend_words={config.blend_words!r} names words, which only blend_mask=attention "
             "reads; set blend_mask=attention, or blend_words=auto"
         )
-    if choice == "off" or config.blend_mask != "attention":
+    if blend_kind(config) != "attention":
         return None, ()
     words = list(branches.changed) if choice == "auto" else word_list(choice)
     source = sorted({p for w in words for p in word_positions(tok, src_ids, w)})
@@ -332,16 +328,15 @@ def sample_with_control(
     n = latents.shape[0]
     sch = schedule(backbone, config.num_inference_steps, options.get("strength", 1.0))
     region = None
-    if config.blend_mask == "difference" and config.blend_words.strip().lower() != "off":
-        if branches.pixels is not None and branches.caption:
-            region = difference_region(
-                backbone,
-                branches.pixels,
-                branches.caption,
-                branches.target_text,
-                config.blend_threshold,
-                config.blend_noise,
-            )
+    if blend_kind(config) == "difference" and branches.pixels is not None and branches.caption:
+        region = difference_region(
+            backbone,
+            branches.pixels,
+            branches.caption,
+            branches.target_text,
+            config.blend_threshold,
+            config.blend_noise,
+        )
     controller = controller_for(
         backbone, branches, config, 1 + n, len(sch.active), tuple(latents.shape[-2:]), region
     )

@@ -37,7 +37,7 @@ class Controller:
         latent_size: (h, w) of the latents.
         blend_words: the words of ``blend_tokens`` (for the recipe).
         region: [1, 1, h, w] a fixed region for the local blend, drawn before sampling
-            (``attention_control.difference_region``); the cross-attention is then not kept.
+            (``regions.difference_region``); the cross-attention is then not kept.
     """
 
     def __init__(

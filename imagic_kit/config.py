@@ -57,6 +57,20 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def checked_by(parse: typing.Callable[[Any], Any]) -> typing.Callable[[Any], str | None]:
+    """A ``param`` check from a parser that raises ValueError naming the fix: the error's text for
+    a value it refuses, else None."""
+
+    def check(value: Any) -> str | None:
+        try:
+            parse(value)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    return check
+
+
 #: The config mixins whose fields methods share (best of N, the restore, fine-tuning, per-step
 #: tuning, DECOR's option), in the order :func:`default` searches them.
 SHARED_CONFIGS: list[type] = []

@@ -57,9 +57,7 @@ def restore_pixels(
     """``pixels`` with their unedited region copied from ``reference``, and the mask used (1 =
     the output's pixel kept). Same shapes, device and dtype as ``pixels``."""
     m = edited_mask(pixels, reference, threshold)
-    ref = reference[:1].float().to(pixels.device)
-    out = m * pixels.float() + (1 - m) * ref
-    return out.to(pixels.dtype), m
+    return _composite(pixels, reference, m), m
 
 
 def keep_outside(
@@ -71,9 +69,11 @@ def keep_outside(
     does not keep the rest of the image: the decoder's group normalisations take their statistics
     over the whole image, so an edited object shifts the tone of pixels whose latents were kept
     (Avrahami et al., arXiv 2206.02779, sec. 3, blend the decoded pixels for the same reason)."""
-    x = pixels.float()
-    s = x.shape[-1] / 64
-    m = torch.nn.functional.interpolate(region.float().to(x.device), size=x.shape[-2:])
-    m = gaussian_blur(m, s).clamp(0, 1)
-    ref = reference[:1].float().to(x.device)
-    return (m * x + (1 - m) * ref).to(pixels.dtype)
+    m = torch.nn.functional.interpolate(region.float().to(pixels.device), size=pixels.shape[-2:])
+    return _composite(pixels, reference, gaussian_blur(m, pixels.shape[-1] / 64).clamp(0, 1))
+
+
+def _composite(pixels: torch.Tensor, reference: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    # ``pixels`` where ``m`` is 1, the reference where it is 0, in ``pixels``' dtype
+    ref = reference[:1].float().to(pixels.device)
+    return (m * pixels.float() + (1 - m) * ref).to(pixels.dtype)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from ..artifacts import Fit
-from ..config import default, param
+from ..config import checked_by, default, param
 from ..errors import ConfigError, ModelNotAvailableError
 from ..finetune import FineTuneConfig, LateStrengthConfig
 from ..lora import check_targets, lora_applied
@@ -73,14 +73,6 @@ def parse_range(value: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _check_timesteps(value: str) -> str | None:
-    try:
-        parse_range(value)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
 @dataclass
 class FastEditConfig(SamplingConfig, BestOfNConfig, FineTuneConfig, LateStrengthConfig):
     timesteps: str = param(
@@ -89,7 +81,7 @@ class FastEditConfig(SamplingConfig, BestOfNConfig, FineTuneConfig, LateStrength
         "the image and the target text) or a fixed range LO-HI in fractions of the schedule "
         "(0-1: all of it, 0.5-1: the upper half)",
         stage="fit",
-        check=_check_timesteps,
+        check=checked_by(parse_range),
     )
     distance_low: float = param(
         1.3,
