@@ -3,7 +3,9 @@
 An edit succeeds when the oracle reads the target attributes in the output, the bounding-box
 centre moved at most 5 px, the bounding-box side changed at most 25%, and, for edits that keep
 the background, the background outside both objects' masks dilated by 3 px stays close to the
-input (PSNR >= 25 dB). Leakage: the output still shows a source attribute the edit changes.
+input (PSNR >= 25 dB), and the object is drawn clean (``shapes.oracle.cleanliness``: flat, in its
+palette colour, without a rim or a fringe). Leakage: the output still shows a source attribute the
+edit changes.
 ``psnr`` compares the whole output with the input: with no attribute changed (the ``reconstruct``
 suite) it measures how faithfully a method reproduces its input.
 """
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..shapes import dilate, read
+from ..shapes import cleanliness, dilate, read
 
 MAX_CENTRE_SHIFT = 5.0
 MAX_SIDE_CHANGE = 0.25
@@ -56,16 +58,27 @@ def evaluate_edit(
     region = ~(dilate(r_in.mask, 3) | dilate(r_out.mask, 3))
     bg_psnr = psnr(a_in[region], a_out[region]) if region.any() else float("nan")
     bg_ok = (bg_psnr >= MIN_BACKGROUND_PSNR) if keep_bg else True
+    drawn = cleanliness(a_out, r_out)
+    clean = drawn.clean if drawn is not None else None
     src = r_in.attributes()
     leaked = [k for k in changes if src.get(k) is not None and got.get(k) == src[k]]
     return {
         "success": bool(
-            target_ok and shift <= MAX_CENTRE_SHIFT and side_change <= MAX_SIDE_CHANGE and bg_ok
+            target_ok
+            and shift <= MAX_CENTRE_SHIFT
+            and side_change <= MAX_SIDE_CHANGE
+            and bg_ok
+            and bool(clean)
         ),
         "target_ok": bool(target_ok),
         **attrs,
         "position_ok": bool(shift <= MAX_CENTRE_SHIFT),
         "size_ok": bool(side_change <= MAX_SIDE_CHANGE),
+        "clean": clean,
+        "uniformity": round(drawn.uniformity, 2) if drawn else None,
+        "colour_offset": round(drawn.colour_offset, 2) if drawn else None,
+        "rim": round(drawn.rim, 2) if drawn else None,
+        "fringe": round(drawn.fringe, 2) if drawn else None,
         "background_kept": bool(bg_ok) if keep_bg else None,
         "background_psnr": round(bg_psnr, 3),
         "psnr": round(psnr(a_in, a_out), 3),

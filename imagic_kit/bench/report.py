@@ -51,6 +51,7 @@ def summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
             "target": _rate([_b(r["target_ok"]) for r in rs]),
             "position": _rate([_b(r["position_ok"]) for r in rs]),
             "size": _rate([_b(r["size_ok"]) for r in rs]),
+            "clean": _rate([_b(r.get("clean", "")) for r in rs]),
             "background_kept": _rate([_b(r["background_kept"]) for r in rs]),
             "leakage": _rate([_b(r["leakage"]) for r in rs]),
             "clip": statistics.mean(clip) if clip else None,
@@ -94,15 +95,15 @@ def summary_markdown(summary: list[dict[str, Any]], title: str = "Benchmark") ->
     lines = [
         f"# {title}",
         "",
-        "| method | setting | n | success | target attrs | position | size | background kept | leakage | CLIP | "
+        "| method | setting | n | success | target attrs | position | size | clean | background kept | leakage | CLIP | "
         "bg PSNR dB | PSNR / VAE dB (median) | fit s (median) | sample s (median) | peak MB | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         setting = "default" if s["sweep"] in ("{}", "") else s["sweep"]
         lines.append(
             f"| {s['label']} | {setting} | {s['n']} | **{_pct(s['success'])}** | {_pct(s['target'])} | {_pct(s['position'])} | "
-            f"{_pct(s['size'])} | {_pct(s['background_kept'])} | {_pct(s['leakage'])} | {_num(s['clip'], '{:.3f}')} | "
+            f"{_pct(s['size'])} | {_pct(s['clean'])} | {_pct(s['background_kept'])} | {_pct(s['leakage'])} | {_num(s['clip'], '{:.3f}')} | "
             f"{_num(s['bg_psnr'], '{:.1f}')} | {_num(s['psnr'], '{:.1f}')} / {_num(s['vae_psnr'], '{:.1f}')} | {_num(s['fit_s'])} | {_num(s['sample_s'])} | {_num(s['peak_mem_mb'], '{:.0f}')} | {s['device']} |"
         )
     lines += [
@@ -123,7 +124,8 @@ def summary_markdown(summary: list[dict[str, Any]], title: str = "Benchmark") ->
         "",
         "Success: the oracle reads the target shape, colour and background; the bounding-box centre moved "
         "<= 5 px; its side changed <= 25%; for edits that keep the background, PSNR >= 25 dB outside both "
-        "objects' masks dilated by 3 px. Leakage: a source attribute the edit changes is still there. "
+        "objects' masks dilated by 3 px; the object drawn clean (flat, in its palette colour, "
+        "no rim or fringe: Clean, of the edits with an object). Leakage: a source attribute the edit changes is still there. "
         "Peak MB: the highest per-edit peak; process RSS sampled every 10 ms on CPU (includes the loaded model), max allocated on CUDA.",
         "",
     ]
@@ -238,6 +240,8 @@ def index_html(rows: list[dict[str, str]], suite: dict[str, Any], out: Path) -> 
             ]
             if r["background_kept"] == "False":
                 why.append("bg changed")
+            if r.get("clean") == "False":
+                why.append("not clean")
             cells.append(
                 f"<td><img src='{html.escape(r['image'])}'><br>{mark}<br><small>{html.escape(', '.join(why))}</small></td>"
             )

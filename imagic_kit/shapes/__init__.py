@@ -1,6 +1,6 @@
 """The shapes world: renderer, captions and oracle (docs/design.md, "The shapes world")."""
 
-from .oracle import Reading, dilate, read
+from .oracle import Cleanliness, Reading, cleanliness, dilate, read
 from .world import (
     BACKGROUNDS,
     COLOURS,
@@ -27,6 +27,8 @@ __all__ = [
     "Scene",
     "all_captions",
     "caption",
+    "Cleanliness",
+    "cleanliness",
     "dilate",
     "parse_caption",
     "random_scene",

@@ -9,6 +9,10 @@ Works on rendered scenes and on model outputs (blurry, off-colour):
 3. shape: the best intersection-over-union between the mask and each shape's template drawn in the
    mask's bounding box; colour: nearest palette colour of the median of the mask's core;
 4. "no object" when the mask is smaller than a third of the smallest object's area.
+
+:func:`cleanliness` judges how the object is drawn: every object of the world is flat, in its
+palette colour, with a clean edge against the background, so a mottled, off-colour or fringed
+object is measured apart from what the object reads as.
 """
 
 from __future__ import annotations
@@ -153,6 +157,88 @@ def read(image) -> Reading:
     return Reading(
         best, colour, bg_name, ((x0 + x1) / 2, (y0 + y1) / 2), float(max(bw, bh)), mask, best_iou
     )
+
+
+#: Cleanliness bars (RGB distances, 0-255), set above the worst of the VAE reconstructions of the
+#: full and holdout suites' 96 inputs (the model cannot draw cleaner than its own decoder:
+#: uniformity 5.4, colour offset 10.5, rim 3.9, fringe 4.3) and under the objects that look
+#: mottled, off-colour or fringed (docs/benchmarks.md, "Cleanliness").
+MAX_UNIFORMITY = 8.0
+MAX_COLOUR_OFFSET = 35.0
+MAX_RIM = 8.0
+MAX_FRINGE = 10.0
+
+
+@dataclass
+class Cleanliness:
+    """How cleanly the object is drawn: every object of the world is flat, in its palette colour,
+    with an edge that blends into the background. RGB distances on the 0-255 scale.
+
+    - ``uniformity``: mean distance of the object's inner pixels (the mask eroded by 2 px, by 1
+      for a small object) from their median: mottling.
+    - ``colour_offset``: distance of that median from the palette colour the object reads as: an
+      off-colour object (a teal one read as blue).
+    - ``rim``: how far the object's edge pixels (the mask outside its inner pixels) overshoot its
+      colour, away from the background, on average: a bright or dark outline.
+    - ``fringe``: the colour, other than the object's own hue, of the 1-px ring outside the
+      object, in excess of the background's (mean over the ring, less the mean 4-6 px out): a
+      rim of another colour, such as the old object's.
+    """
+
+    uniformity: float
+    colour_offset: float
+    rim: float
+    fringe: float
+
+    @property
+    def clean(self) -> bool:
+        return (
+            self.uniformity <= MAX_UNIFORMITY
+            and self.colour_offset <= MAX_COLOUR_OFFSET
+            and self.rim <= MAX_RIM
+            and self.fringe <= MAX_FRINGE
+        )
+
+
+def _chroma(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(-1, keepdims=True)
+
+
+def cleanliness(image, reading: Reading | None = None) -> Cleanliness | None:
+    """How cleanly the object of ``image`` is drawn; None when no object is found."""
+    a = _as_array(image)
+    r = reading if reading is not None else read(a)
+    if not r.found:
+        return None
+    inner = erode(r.mask, 2)
+    if inner.sum() < 20:
+        inner = erode(r.mask, 1)
+    if inner.sum() < 10:
+        inner = r.mask
+    median = np.median(a[inner], 0)
+    uniformity = float(np.sqrt(((a[inner] - median) ** 2).sum(-1)).mean())
+    offset = float(np.sqrt(((median - np.array(COLOURS[r.colour], np.float32)) ** 2).sum()))
+    band = dilate(r.mask, 6) & ~dilate(r.mask, 3)
+    if not band.any():  # the object fills the image
+        return Cleanliness(uniformity, offset, 0.0, 0.0)
+    background = np.median(a[band], 0)
+    edge = r.mask & ~inner
+    to_object = median - background
+    length = float(np.sqrt((to_object**2).sum()))
+    rim = 0.0
+    if edge.any() and length > 1e-3:
+        t = ((a[edge] - background) @ to_object) / length**2  # 0 background .. 1 object colour
+        rim = float((np.clip(t - 1.0, 0.0, None) * length).mean())
+    hue = _chroma(median)
+    hue = hue / max(float(np.sqrt((hue**2).sum())), 1e-6)
+
+    def other_hue(p: np.ndarray) -> float:
+        c = _chroma(p)
+        return float(np.sqrt(((c - (c @ hue)[:, None] * hue) ** 2).sum(-1)).mean())
+
+    ring = dilate(r.mask, 1) & ~r.mask
+    fringe = other_hue(a[ring]) - other_hue(a[band]) if ring.any() else 0.0
+    return Cleanliness(uniformity, offset, rim, fringe)
 
 
 def _template(shape: str, x0: int, y0: int, bw: int, bh: int, h: int, w: int) -> np.ndarray:

@@ -6,7 +6,14 @@ import numpy as np
 
 from imagic_kit.bench.metrics import evaluate_edit
 from imagic_kit.bench.suites import KINDS, load_suite, make_suite, save_suite, source_image
-from imagic_kit.shapes import Scene, render
+from imagic_kit.shapes import Scene, cleanliness, dilate, random_scene, render
+from imagic_kit.shapes.oracle import (
+    MAX_COLOUR_OFFSET,
+    MAX_FRINGE,
+    MAX_RIM,
+    MAX_UNIFORMITY,
+    erode,
+)
 
 SRC = Scene("circle", "red", "gray", x0=16, y0=18, side=26, texture_seed=11)
 TARGET = {"shape": "circle", "colour": "blue", "background": "gray"}
@@ -107,3 +114,55 @@ def test_reconstruct_suite_changes_nothing_and_psnr_measures_the_whole_image():
     assert same["success"] and same["psnr"] > 100  # identical: the MSE floor of 1e-6
     noisy = np.clip(np.asarray(src, dtype=np.int16) + 8, 0, 255).astype(np.uint8)
     assert 25 < evaluate_edit(src, noisy, recon["edits"][0]["target"], [])["psnr"] < 35
+
+
+def _blue_on_gray() -> tuple[np.ndarray, np.ndarray]:
+    image, mask = render(SRC.with_(colour="blue"))[:2]
+    return np.asarray(image, np.float32).copy(), np.asarray(mask) > 0
+
+
+def _judge(a: np.ndarray) -> dict:
+    return evaluate_edit(render(SRC)[0], np.clip(a, 0, 255).astype(np.uint8), TARGET, ["colour"])
+
+
+def test_rendered_scenes_are_clean():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        c = cleanliness(render(random_scene(rng))[0])
+        assert c is not None and c.clean
+        assert c.uniformity < 1 and c.colour_offset < 1 and c.rim < 1 and c.fringe < MAX_FRINGE
+
+
+def test_a_mottled_object_is_not_a_success():
+    a, mask = _blue_on_gray()
+    noise = np.random.default_rng(0).normal(0, 14, a.shape)
+    a[mask] += noise[mask]
+    m = _judge(a)
+    assert m["target_ok"] and m["position_ok"] and m["size_ok"] and m["background_kept"]
+    assert m["uniformity"] > MAX_UNIFORMITY and m["clean"] is False and not m["success"]
+
+
+def test_an_off_colour_object_is_not_a_success():
+    a, mask = _blue_on_gray()
+    a[mask] = (40, 115, 160)  # teal: still nearest to blue
+    m = _judge(a)
+    assert m["read_colour"] == "blue" and m["target_ok"]
+    assert m["colour_offset"] > MAX_COLOUR_OFFSET and not m["clean"] and not m["success"]
+
+
+def test_a_bright_rim_is_not_a_success():
+    a, mask = _blue_on_gray()
+    edge = mask & ~erode(mask, 2)
+    a[edge] = (5, 60, 255)  # beyond the object's blue, away from the gray background
+    m = _judge(a)
+    assert m["target_ok"] and m["uniformity"] <= MAX_UNIFORMITY
+    assert m["rim"] > MAX_RIM and not m["clean"] and not m["success"]
+
+
+def test_a_fringe_of_another_colour_is_not_a_success():
+    a, mask = _blue_on_gray()
+    ring = dilate(mask, 1) & ~mask
+    a[ring] = (220, 90, 40)  # an orange rim: what is left of a red object
+    m = _judge(a)
+    assert m["target_ok"] and m["rim"] <= MAX_RIM
+    assert m["fringe"] > MAX_FRINGE and not m["clean"] and not m["success"]
