@@ -17,8 +17,8 @@ the references are the input, the source prompt its caption, the target prompt t
 
 The toolkit's choices, one line each, with their evidence in docs/methods/decor.md:
 - the customisation: a LoRA on the ResNet convolutions (as Imagic's), constant learning rate, the
-  v-weighted loss: a customised model that holds the reference's layout firmly, as the paper's
-  starting point; the ``light`` preset trades some of it for time (#customisation);
+  v-weighted loss, 500 steps: long enough to hold the reference's layout, short of the
+  overfitting that draws the new object mottled and off-colour (#customisation);
 - the projection's strength, with the words' rows read in the source prompt
   (#strength-and-context);
 - best of N by the shared ranking, and the restore of unedited pixels (``selection.py``).
@@ -46,7 +46,7 @@ from ._common import loss_options, train_unet
 @dataclass
 class DecorMethodConfig(SamplingConfig, BestOfNConfig, FineTuneConfig, DecorConfig):
     finetune_steps: int = default(
-        "finetune_steps", 1200, help="LoRA customisation steps on the reference image(s)"
+        "finetune_steps", 500, help="LoRA customisation steps on the reference image(s)"
     )
     finetune_lr: float = default("finetune_lr", 2e-3, help="Adam learning rate of the LoRA")
     finetune_schedule: str = default("finetune_schedule", "constant")
