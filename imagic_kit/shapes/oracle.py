@@ -105,6 +105,16 @@ def erode(mask: np.ndarray, r: int) -> np.ndarray:
     return ~dilate(~mask, r)
 
 
+def _core(mask: np.ndarray, r: int) -> np.ndarray:
+    """The mask eroded by ``r`` px, or by less where that leaves under 10 px a radius (a small
+    or thin object): the pixels whose colour is the object's own, away from its blended edge."""
+    for radius in range(r, 0, -1):
+        core = erode(mask, radius)
+        if core.sum() >= 10 * radius:
+            return core
+    return mask
+
+
 def nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
     names = list(palette)
     d = ((np.array(list(palette.values()), np.float32) - colour) ** 2).sum(-1)
@@ -151,9 +161,7 @@ def read(image) -> Reading:
         iou = float((t & mask).sum() / max((t | mask).sum(), 1))
         if iou > best_iou:
             best, best_iou = shape, iou
-    core = erode(mask, 1)
-    pix = a[core] if core.sum() >= 10 else a[mask]
-    colour = nearest(np.median(pix, 0), COLOURS)
+    colour = nearest(np.median(a[_core(mask, 1)], 0), COLOURS)
     return Reading(
         best, colour, bg_name, ((x0 + x1) / 2, (y0 + y1) / 2), float(max(bw, bh)), mask, best_iou
     )
@@ -210,11 +218,7 @@ def cleanliness(image, reading: Reading | None = None) -> Cleanliness | None:
     r = reading if reading is not None else read(a)
     if not r.found:
         return None
-    inner = erode(r.mask, 2)
-    if inner.sum() < 20:
-        inner = erode(r.mask, 1)
-    if inner.sum() < 10:
-        inner = r.mask
+    inner = _core(r.mask, 2)
     median = np.median(a[inner], 0)
     uniformity = float(np.sqrt(((a[inner] - median) ** 2).sum(-1)).mean())
     offset = float(np.sqrt(((median - np.array(COLOURS[r.colour], np.float32)) ** 2).sum()))
